@@ -1,0 +1,107 @@
+// Package cluster is the membership actor: it holds the server list, picks a server by
+// weight, applies the reconnect policy, dials, and reports servers going up and down.
+package cluster
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/mdclient/mdclient/conn"
+)
+
+// ErrInvalidServer is wrapped by every error Parse returns.
+var ErrInvalidServer = errors.New("mdclient: invalid server")
+
+// DefaultWeight is the weight of an entry that names none.
+const DefaultWeight = 100
+
+// Server is one parsed entry of the server list.
+type Server struct {
+	Weight   int           // 0–100; 0 means standby: chosen only when every weighted server failed
+	Endpoint conn.Endpoint // where and how to dial
+}
+
+// Parse reads one entry of the form "[weight ]address". Address forms: host:port (WebSocket),
+// ws://, wss://, http:// (= ws), https:// (= wss), tcp://, mqtt://, tls://, mqtts://. A
+// WebSocket URL without a path gets /mqtt.
+func Parse(entry string) (Server, error) {
+	bad := func(why string) (Server, error) {
+		return Server{}, fmt.Errorf("%w %q: %s", ErrInvalidServer, entry, why)
+	}
+	fields := strings.Fields(entry)
+	s := Server{Weight: DefaultWeight}
+	switch len(fields) {
+	case 1:
+	case 2:
+		w, err := strconv.Atoi(fields[0])
+		if err != nil || w < 0 || w > 100 {
+			return bad("weight must be an integer from 0 to 100")
+		}
+		s.Weight = w
+		fields = fields[1:]
+	default:
+		return bad("want \"[weight ]address\"")
+	}
+	addr := fields[0]
+	scheme, rest, found := strings.Cut(addr, "://")
+	if !found {
+		scheme, rest = "ws", addr
+	}
+	switch strings.ToLower(scheme) {
+	case "ws", "http":
+		s.Endpoint.Transport = conn.WS
+	case "wss", "https":
+		s.Endpoint.Transport = conn.WSS
+	case "tcp", "mqtt":
+		s.Endpoint.Transport = conn.TCP
+	case "tls", "mqtts", "ssl":
+		s.Endpoint.Transport = conn.TLS
+	default:
+		return bad("unknown scheme " + strconv.Quote(scheme))
+	}
+	hostport, path, _ := strings.Cut(rest, "/")
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil || host == "" {
+		return bad("want host:port")
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+		return bad("port must be 1–65535")
+	}
+	s.Endpoint.HostPort = hostport
+	switch s.Endpoint.Transport {
+	case conn.WS, conn.WSS:
+		u := url.URL{Scheme: "ws", Host: hostport, Path: "/" + path}
+		if s.Endpoint.Transport == conn.WSS {
+			u.Scheme = "wss"
+		}
+		if path == "" {
+			u.Path = "/mqtt"
+		}
+		if _, err := url.Parse(u.String()); err != nil {
+			return bad("bad path")
+		}
+		s.Endpoint.URL = u.String()
+	default:
+		if path != "" {
+			return bad("a TCP address takes no path")
+		}
+	}
+	return s, nil
+}
+
+// ParseList parses every entry; the first that fails is named in the error.
+func ParseList(entries []string) ([]Server, error) {
+	servers := make([]Server, 0, len(entries))
+	for _, e := range entries {
+		s, err := Parse(e)
+		if err != nil {
+			return nil, err
+		}
+		servers = append(servers, s)
+	}
+	return servers, nil
+}

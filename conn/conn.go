@@ -1,0 +1,470 @@
+package conn
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/mdclient/mdclient/codec"
+)
+
+// maxIncoming bounds the packets a server may send us. We never subscribe, so only acks,
+// pings and DISCONNECT (whose reason string is the largest part) arrive.
+const maxIncoming = 1 << 20
+
+var (
+	// ErrClosed is the reason of a connection the client itself closed.
+	ErrClosed = errors.New("connection closed by the client")
+	// ErrKeepAlive is the reason of a connection on which the server fell silent.
+	ErrKeepAlive = errors.New("keep-alive: no data from the server")
+	// ErrProtocol is wrapped by the reason of a connection dropped for what the server sent.
+	ErrProtocol = errors.New("protocol violation by the server")
+)
+
+// RefusedError is a CONNACK with a failure reason code.
+type RefusedError struct {
+	Code   byte
+	Reason string // the server's reason string, if any
+}
+
+func (e *RefusedError) Error() string {
+	if e.Reason != "" {
+		return fmt.Sprintf("connection refused: reason code 0x%02x (%s)", e.Code, e.Reason)
+	}
+	return fmt.Sprintf("connection refused: reason code 0x%02x", e.Code)
+}
+
+// NotAuthorized reports whether the server refused the credentials (0x86 bad user name or
+// password, 0x87 not authorized), the two codes brokers use for a wrong token.
+func (e *RefusedError) NotAuthorized() bool { return e.Code == 0x86 || e.Code == 0x87 }
+
+// ServerDisconnectError is a DISCONNECT sent by the server.
+type ServerDisconnectError struct {
+	Code   byte
+	Reason string
+}
+
+func (e *ServerDisconnectError) Error() string {
+	return fmt.Sprintf("server sent DISCONNECT: reason code 0x%02x %s", e.Code, e.Reason)
+}
+
+// Config is what every connection of a client shares.
+type Config struct {
+	ClientID       string
+	Username       string
+	Password       []byte // the entitlement token when it travels as the password; never logged
+	HasPassword    bool
+	KeepAlive      time.Duration // 0 disables keep-alive
+	ConnectTimeout time.Duration // bounds dial plus CONNECT/CONNACK
+	TLS            *tls.Config   // for WSS and TLS; nil means the system roots
+	Logger         *slog.Logger
+}
+
+// Limits are what the server announced in its CONNACK, with MQTT's defaults filled in.
+type Limits struct {
+	ReceiveMaximum    int // unacknowledged QoS 1 publishes allowed: 1–65535
+	MaxPacketSize     int // largest packet the server accepts, in bytes
+	TopicAliasMaximum int // 0: no topic aliases
+}
+
+// Event is a message to the engine. Connections send Acks, Written and, last of all, Down;
+// the cluster actor sends Up (before the connection starts reading) and Refused.
+type Event struct {
+	Conn    *Conn
+	Up      bool           // Conn is connected and is now the one to use
+	Acks    []codec.Puback // acknowledgements in arrival order; give back with ReleaseAcks
+	Written []byte         // a buffer passed to Send, written (or failed) and handed back
+	Down    error          // Conn has ended, for this reason; no event from it follows
+	Refused error          // every server refused the credentials (a *RefusedError)
+}
+
+var ackPool = sync.Pool{New: func() any { s := make([]codec.Puback, 0, 128); return &s }}
+
+// ReleaseAcks returns an Event's Acks slice for reuse once the engine has handled it.
+func ReleaseAcks(acks []codec.Puback) {
+	acks = acks[:0]
+	ackPool.Put(&acks)
+}
+
+// Conn is one live MQTT connection. The engine hands it byte batches with Send; its reader
+// and writer goroutines own the socket.
+type Conn struct {
+	ep        Endpoint
+	nc        net.Conn
+	limits    Limits
+	log       *slog.Logger
+	keepAlive time.Duration
+	leftover  []byte // bytes read after the CONNACK; the reader's from Start on
+
+	writes  chan []byte   // engine → writer: at most one batch waiting (capacity 1)
+	closing chan struct{} // Close → writer: flush, send DISCONNECT, end
+	stop    chan struct{} // closed when the connection ends, by whichever side
+	done    chan struct{} // closed when both goroutines have exited
+
+	closeOnce sync.Once
+	stopOnce  sync.Once
+	err       error        // why it ended; written once before stop closes
+	lastRead  atomic.Int64 // unix nanoseconds of the latest read with data; the reader writes it
+	wsCancel  context.CancelFunc
+}
+
+// Dial connects to ep, sends CONNECT and waits for CONNACK. A CONNACK with a failure code
+// returns a *RefusedError. The connection reads and writes nothing more until Start.
+func Dial(ctx context.Context, ep Endpoint, cfg *Config) (*Conn, error) {
+	if cfg.ConnectTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, cfg.ConnectTimeout)
+		defer cancel()
+	}
+	c := &Conn{
+		ep:        ep,
+		log:       cfg.Logger,
+		keepAlive: cfg.KeepAlive,
+		writes:    make(chan []byte, 1),
+		closing:   make(chan struct{}),
+		stop:      make(chan struct{}),
+		done:      make(chan struct{}),
+	}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	var err error
+	c.nc, err = c.dialTransport(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.handshake(ctx, cfg); err != nil {
+		c.closeSocket()
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Conn) dialTransport(ctx context.Context, cfg *Config) (net.Conn, error) {
+	switch c.ep.Transport {
+	case TCP:
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", c.ep.HostPort)
+	case TLS:
+		d := tls.Dialer{Config: cfg.TLS}
+		return d.DialContext(ctx, "tcp", c.ep.HostPort)
+	case WS, WSS:
+		opts := &websocket.DialOptions{Subprotocols: []string{"mqtt"}}
+		if c.ep.Transport == WSS && cfg.TLS != nil {
+			tr := &http.Transport{TLSClientConfig: cfg.TLS}
+			defer tr.CloseIdleConnections()
+			opts.HTTPClient = &http.Client{Transport: tr}
+		}
+		ws, resp, err := websocket.Dial(ctx, c.ep.URL, opts)
+		if resp != nil && resp.Body != nil {
+			resp.Body.Close()
+		}
+		if err != nil {
+			return nil, err
+		}
+		ws.SetReadLimit(maxIncoming)
+		// The connection's own lifetime, never a caller's: coder/websocket closes the whole
+		// connection when the context of a read or write ends.
+		life, cancel := context.WithCancel(context.Background())
+		c.wsCancel = cancel
+		return websocket.NetConn(life, ws, websocket.MessageBinary), nil
+	}
+	return nil, fmt.Errorf("unknown transport %v", c.ep.Transport)
+}
+
+func (c *Conn) handshake(ctx context.Context, cfg *Config) error {
+	if dl, ok := ctx.Deadline(); ok {
+		c.nc.SetDeadline(dl)
+	}
+	stopWatch := context.AfterFunc(ctx, func() { c.nc.SetDeadline(time.Unix(1, 0)) })
+	defer stopWatch()
+
+	connect := codec.Connect{
+		ClientID:    cfg.ClientID,
+		Username:    cfg.Username,
+		HasUsername: cfg.Username != "",
+		Password:    cfg.Password,
+		HasPassword: cfg.HasPassword,
+		CleanStart:  true,
+		KeepAlive:   uint16(min(cfg.KeepAlive/time.Second, 65535)),
+	}
+	pkt, err := codec.AppendConnect(nil, &connect)
+	if err != nil {
+		return err
+	}
+	if _, err := c.nc.Write(pkt); err != nil {
+		return err
+	}
+	buf := make([]byte, 0, 512)
+	for {
+		h, body, n, err := codec.Split(buf, maxIncoming)
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrProtocol, err)
+		}
+		if n > 0 {
+			if h.Type != codec.TypeConnack {
+				return fmt.Errorf("%w: packet type %d before CONNACK", ErrProtocol, h.Type)
+			}
+			ack, err := codec.DecodeConnack(body)
+			if err != nil {
+				return fmt.Errorf("%w: %w", ErrProtocol, err)
+			}
+			if ack.ReasonCode >= 0x80 {
+				return &RefusedError{Code: ack.ReasonCode, Reason: ack.ReasonString}
+			}
+			c.setLimits(&ack)
+			if ack.HasServerKeepAlive {
+				c.keepAlive = time.Duration(ack.ServerKeepAlive) * time.Second
+			}
+			c.leftover = append([]byte(nil), buf[n:]...)
+			c.nc.SetDeadline(time.Time{})
+			return nil
+		}
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		m, err := c.nc.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+m]
+		if err != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("waiting for CONNACK: %w", context.Cause(ctx))
+			}
+			return fmt.Errorf("waiting for CONNACK: %w", err)
+		}
+	}
+}
+
+func (c *Conn) setLimits(ack *codec.Connack) {
+	c.limits = Limits{ReceiveMaximum: 65535, MaxPacketSize: codec.MaxPacketSize, TopicAliasMaximum: int(ack.TopicAliasMaximum)}
+	if ack.ReceiveMaximum > 0 {
+		c.limits.ReceiveMaximum = int(ack.ReceiveMaximum)
+	}
+	if ack.MaximumPacketSize > 0 && int64(ack.MaximumPacketSize) < int64(codec.MaxPacketSize) {
+		c.limits.MaxPacketSize = int(ack.MaximumPacketSize)
+	}
+}
+
+// Endpoint is the server this connection goes to.
+func (c *Conn) Endpoint() Endpoint { return c.ep }
+
+// Limits are the server's announced limits.
+func (c *Conn) Limits() Limits { return c.limits }
+
+// Done is closed once the connection has ended and both its goroutines have exited.
+func (c *Conn) Done() <-chan struct{} { return c.done }
+
+// Err is why the connection ended; valid after Done is closed.
+func (c *Conn) Err() error {
+	<-c.done
+	return c.err
+}
+
+// Start runs the reader and writer. They send events to events until the connection ends,
+// and give up sending when quit is closed.
+func (c *Conn) Start(events chan<- Event, quit <-chan struct{}) {
+	now := time.Now().UnixNano()
+	c.lastRead.Store(now)
+	writerDone := make(chan struct{})
+	emit := func(ev Event) {
+		select {
+		case events <- ev:
+		case <-quit:
+		}
+	}
+	go func() {
+		defer close(writerDone)
+		c.writeLoop(emit)
+	}()
+	go func() {
+		defer close(c.done)
+		c.shutdown(c.readLoop(emit))
+		<-writerDone
+		c.log.Debug("mdclient: connection ended", "server", c.ep.String(), "reason", c.err)
+		emit(Event{Conn: c, Down: c.err})
+	}()
+}
+
+// Send hands buf to the writer, which gives it back in an Event's Written once written.
+// The engine keeps at most one buffer outstanding, so Send does not block; it reports false
+// if the connection has ended, and then buf will not come back.
+func (c *Conn) Send(buf []byte) bool {
+	select {
+	case <-c.stop:
+		return false
+	default:
+	}
+	select {
+	case c.writes <- buf:
+		return true
+	case <-c.stop:
+		return false
+	}
+}
+
+// Close writes what was sent, then DISCONNECT, and ends the connection.
+func (c *Conn) Close() {
+	c.closeOnce.Do(func() { close(c.closing) })
+}
+
+// Abort ends the connection at once with err.
+func (c *Conn) Abort(err error) { c.shutdown(err) }
+
+// Unstarted closes a connection that was dialled but never started.
+func (c *Conn) Unstarted() {
+	c.shutdown(ErrClosed)
+	close(c.done)
+}
+
+func (c *Conn) shutdown(err error) {
+	c.stopOnce.Do(func() {
+		c.err = err
+		close(c.stop)
+		c.closeSocket()
+	})
+}
+
+func (c *Conn) closeSocket() {
+	c.nc.Close()
+	if c.wsCancel != nil {
+		c.wsCancel()
+	}
+}
+
+func (c *Conn) writeLoop(emit func(Event)) {
+	ka := c.keepAlive
+	var tick <-chan time.Time
+	if ka > 0 {
+		t := time.NewTicker(max(ka/8, time.Millisecond))
+		defer t.Stop()
+		tick = t.C
+	}
+	lastWrite := time.Now()
+	var lastPing time.Time
+	var ping [2]byte
+	for {
+		select {
+		case buf := <-c.writes:
+			_, err := c.nc.Write(buf)
+			lastWrite = time.Now()
+			emit(Event{Conn: c, Written: buf})
+			if err != nil {
+				c.shutdown(err)
+				return
+			}
+		case now := <-tick:
+			sinceRead := now.Sub(time.Unix(0, c.lastRead.Load()))
+			if sinceRead >= ka*3/2 {
+				c.log.Warn("mdclient: server silent, dropping connection", "server", c.ep.String(), "silent_for", sinceRead.Round(time.Millisecond))
+				c.shutdown(ErrKeepAlive)
+				return
+			}
+			if (sinceRead >= ka/2 || now.Sub(lastWrite) >= ka/2) && now.Sub(lastPing) >= ka/2 {
+				lastPing = now
+				if _, err := c.nc.Write(codec.AppendPingreq(ping[:0])); err != nil {
+					c.shutdown(err)
+					return
+				}
+				lastWrite = now
+			}
+		case <-c.closing:
+			select {
+			case buf := <-c.writes:
+				c.nc.Write(buf)
+				emit(Event{Conn: c, Written: buf})
+			default:
+			}
+			c.nc.Write(codec.AppendDisconnect(nil, &codec.Disconnect{}))
+			c.shutdown(ErrClosed)
+			return
+		case <-c.stop:
+			return
+		}
+	}
+}
+
+func (c *Conn) readLoop(emit func(Event)) error {
+	buf := make([]byte, 0, 32<<10)
+	buf = append(buf, c.leftover...)
+	c.leftover = nil
+	for {
+		acks, err := c.parse(&buf)
+		if len(acks) > 0 {
+			emit(Event{Conn: c, Acks: acks})
+		} else {
+			ReleaseAcks(acks)
+		}
+		if err != nil {
+			c.log.Warn("mdclient: dropping connection", "server", c.ep.String(), "reason", err)
+			return err
+		}
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := c.nc.Read(buf[len(buf):cap(buf)])
+		if n > 0 {
+			c.lastRead.Store(time.Now().UnixNano())
+			buf = buf[:len(buf)+n]
+		}
+		if err != nil {
+			select {
+			case <-c.stop:
+				return c.err // ended on our side; keep that reason
+			default:
+			}
+			acks, perr := c.parse(&buf)
+			if len(acks) > 0 {
+				emit(Event{Conn: c, Acks: acks})
+			}
+			if perr != nil {
+				return perr
+			}
+			return err
+		}
+	}
+}
+
+// parse takes every whole packet off the front of *buf and returns the acks among them.
+func (c *Conn) parse(buf *[]byte) ([]codec.Puback, error) {
+	acks := *(ackPool.Get().(*[]codec.Puback))
+	b := *buf
+	off := 0
+	defer func() {
+		*buf = b[:copy(b, b[off:])]
+	}()
+	for {
+		h, body, n, err := codec.Split(b[off:], maxIncoming)
+		if err != nil {
+			return acks, fmt.Errorf("%w: %w", ErrProtocol, err)
+		}
+		if n == 0 {
+			return acks, nil
+		}
+		off += n
+		switch h.Type {
+		case codec.TypePuback:
+			ack, err := codec.DecodePuback(body)
+			if err != nil {
+				return acks, fmt.Errorf("%w: %w", ErrProtocol, err)
+			}
+			acks = append(acks, ack)
+		case codec.TypePingresp:
+		case codec.TypeDisconnect:
+			d, err := codec.DecodeDisconnect(body)
+			if err != nil {
+				return acks, fmt.Errorf("%w: %w", ErrProtocol, err)
+			}
+			return acks, &ServerDisconnectError{Code: d.ReasonCode, Reason: d.ReasonString}
+		default:
+			return acks, fmt.Errorf("%w: unexpected packet type %d", ErrProtocol, h.Type)
+		}
+	}
+}

@@ -1,0 +1,442 @@
+package engine
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+	"unsafe"
+
+	"github.com/mdclient/mdclient/codec"
+	"github.com/mdclient/mdclient/conn"
+)
+
+const (
+	// admitBatch caps the requests taken from the input channel in one turn of the loop.
+	admitBatch = 256
+	// maxBatchBytes caps how much the engine encodes ahead while the writer is busy.
+	maxBatchBytes = 256 << 10
+)
+
+// abandoned marks a slot of the in-flight table whose request already has its outcome
+// (it timed out) but whose packet identifier the server still holds until it acknowledges.
+var abandoned = &Request{}
+
+// Config sets an Engine's bounds.
+type Config struct {
+	MaxQueued   int // requests waiting beyond those in flight before Submit blocks; at least 1
+	MaxInflight int // cap on unacknowledged publishes, below the server's Receive Maximum; 0: none
+	Logger      *slog.Logger
+}
+
+// Engine is the actor. Everything below the channels is owned by Run's goroutine.
+type Engine struct {
+	cfg Config
+	log *slog.Logger
+
+	in      chan *Request   // callers → engine: new requests
+	events  chan conn.Event // connections and the cluster actor → engine
+	cancels chan *Request   // context.AfterFunc callbacks → engine: this request's context ended
+	closing chan time.Time  // Close → engine: stop admitting, drain until this deadline
+	sealed  chan struct{}   // Close → engine: closed once no caller can send on in any more
+	quit    chan struct{}   // engine → everyone: closed when Run has returned
+
+	// Owned by Run.
+	cur      *conn.Conn // the connection in use; nil while none is up
+	server   string     // cur's address
+	maxSize  int        // cur's Maximum Packet Size
+	queue    ring       // requests waiting for the wire, resends first
+	table    []*Request // in-flight requests by packet identifier; slot 0 unused
+	free     []uint16   // packet identifiers not in use on cur
+	live     int        // requests admitted and without an outcome
+	seq      uint64
+	wbuf     []byte // the batch being encoded
+	spare    []byte // the other batch buffer, when the writer has given it back
+	writing  bool   // a batch is with cur's writer
+	heap     deadlines
+	timer    *time.Timer
+	armed    time.Time // when timer fires; zero when stopped
+	draining bool
+	drainBy  time.Time
+	isSealed bool
+}
+
+// New returns an engine; Run starts it.
+func New(cfg Config) *Engine {
+	if cfg.MaxQueued < 1 {
+		cfg.MaxQueued = 1
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return &Engine{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		in:      make(chan *Request, admitBatch),
+		events:  make(chan conn.Event, 64),
+		cancels: make(chan *Request, 64),
+		closing: make(chan time.Time, 1),
+		sealed:  make(chan struct{}),
+		quit:    make(chan struct{}),
+		timer:   t,
+	}
+}
+
+// Events is where connections and the cluster actor send their events.
+func (e *Engine) Events() chan<- conn.Event { return e.events }
+
+// Quit is closed when Run has returned.
+func (e *Engine) Quit() <-chan struct{} { return e.quit }
+
+// Submit hands r to the engine. While the queue is full it waits for room until r's
+// context ends (or r.Deadline passes) or the engine stops; then it reports false and r
+// belongs to the caller again, without an outcome.
+func (e *Engine) Submit(r *Request) bool {
+	select {
+	case e.in <- r:
+		return true
+	default:
+	}
+	var expired <-chan time.Time
+	if _, ok := r.Ctx.Deadline(); !ok {
+		t := time.NewTimer(time.Until(r.Deadline))
+		defer t.Stop()
+		expired = t.C
+	}
+	select {
+	case e.in <- r:
+		return true
+	case <-r.Ctx.Done():
+	case <-expired:
+	case <-e.quit:
+	}
+	return false
+}
+
+// Fail gives r, which the engine never accepted, its outcome on the caller's goroutine.
+func Fail(r *Request, o Outcome, cause error) {
+	r.Outcome, r.Cause, r.state = o, cause, done
+	r.Owner.Complete(r)
+}
+
+// BeginClose makes the engine refuse new requests and drain the accepted ones until
+// deadline. Call it once.
+func (e *Engine) BeginClose(deadline time.Time) { e.closing <- deadline }
+
+// Seal tells the engine, after BeginClose, that no caller will send another request.
+func (e *Engine) Seal() { close(e.sealed) }
+
+// Run is the actor's loop. It returns after Seal, once every accepted request has its
+// outcome, having closed the connection in use.
+func (e *Engine) Run() error {
+	defer close(e.quit)
+	for {
+		e.pump()
+		e.arm()
+		if e.isSealed && (e.live == 0 || !time.Now().Before(e.drainBy)) {
+			e.finish()
+			return nil
+		}
+		in := e.in
+		if !e.draining && e.queue.len() >= e.cfg.MaxQueued {
+			in = nil // backpressure: callers wait in Submit
+		}
+		var sealed <-chan struct{}
+		if e.draining && !e.isSealed {
+			sealed = e.sealed
+		}
+		select {
+		case r := <-in:
+			e.admit(r)
+			for i := 1; i < admitBatch; i++ {
+				select {
+				case r := <-in:
+					e.admit(r)
+					continue
+				default:
+				}
+				break
+			}
+		case ev := <-e.events:
+			e.handle(ev)
+		case r := <-e.cancels:
+			cause := context.Cause(r.Ctx)
+			e.expire(r, cause)
+		case now := <-e.timer.C:
+			e.armed = time.Time{}
+			e.expireDue(now)
+		case e.drainBy = <-e.closing:
+			e.draining = true
+		case <-sealed:
+			e.isSealed = true
+			for {
+				select {
+				case r := <-e.in:
+					e.admit(r)
+					continue
+				default:
+				}
+				break
+			}
+		}
+	}
+}
+
+func (e *Engine) admit(r *Request) {
+	if e.draining {
+		Fail(r, Closed, nil)
+		return
+	}
+	r.state, r.written, r.heapIdx = queued, false, -1
+	r.seq = e.seq
+	e.seq++
+	e.live++
+	if _, ok := r.Ctx.Deadline(); !ok {
+		e.heap.push(r)
+	}
+	if r.Ctx.Done() != nil {
+		r.stopCtx = context.AfterFunc(r.Ctx, func() {
+			select {
+			case e.cancels <- r:
+			case <-e.quit:
+			}
+		})
+	}
+	e.queue.pushBack(r)
+}
+
+// complete gives r its outcome, once.
+func (e *Engine) complete(r *Request, o Outcome) {
+	r.Outcome, r.state = o, done
+	e.live--
+	if r.heapIdx >= 0 {
+		e.heap.remove(r)
+	}
+	if r.stopCtx != nil {
+		r.stopCtx()
+		r.stopCtx = nil
+	}
+	r.Owner.Complete(r)
+}
+
+// pump moves queued requests onto the wire while identifiers are free, and hands the
+// batch to the writer when it is idle.
+func (e *Engine) pump() {
+	if e.cur == nil {
+		return
+	}
+	for e.queue.len() > 0 && len(e.free) > 0 && (!e.writing || len(e.wbuf) < maxBatchBytes) {
+		r := e.queue.popFront()
+		if r.state == done {
+			continue // its context ended while it waited
+		}
+		p := codec.Publish{
+			Topic:           r.Topic,
+			Payload:         r.Payload,
+			QoS:             1,
+			Retain:          r.Retain,
+			Dup:             r.written,
+			ResponseTopic:   r.ResponseTopic,
+			CorrelationData: r.CorrelationData,
+		}
+		if codec.PublishLen(&p) > e.maxSize {
+			r.Cause = fmt.Errorf("%d bytes encoded, server allows %d", codec.PublishLen(&p), e.maxSize)
+			e.complete(r, TooLarge)
+			continue
+		}
+		id := e.free[len(e.free)-1]
+		e.free = e.free[:len(e.free)-1]
+		p.PacketID = id
+		r.id, r.state, r.written, r.Server = id, inFlight, true, e.server
+		e.table[id] = r
+		e.wbuf = codec.AppendPublish(e.wbuf, &p)
+	}
+	e.flush()
+}
+
+func (e *Engine) flush() {
+	if e.writing || len(e.wbuf) == 0 || e.cur == nil {
+		return
+	}
+	if !e.cur.Send(e.wbuf) {
+		return // the connection is ending; its Down event will follow
+	}
+	e.writing = true
+	e.wbuf, e.spare = e.spare[:0], nil
+}
+
+// arm sets the one timer to the earliest deadline.
+func (e *Engine) arm() {
+	at, ok := e.heap.next()
+	// The drain deadline needs a wake-up only once Close has sealed the input; before
+	// that Run is woken by Seal itself.
+	if e.isSealed && (!ok || e.drainBy.Before(at)) {
+		at, ok = e.drainBy, true
+	}
+	if !ok || (!e.armed.IsZero() && !at.Before(e.armed)) {
+		return
+	}
+	e.armed = at
+	e.timer.Reset(time.Until(at))
+}
+
+func (e *Engine) expireDue(now time.Time) {
+	for {
+		at, ok := e.heap.next()
+		if !ok || at.After(now) {
+			return
+		}
+		e.expire(e.heap[0], nil)
+	}
+}
+
+// expire ends r because its context or deadline ended: TIMEOUT once written, else FAILED.
+func (e *Engine) expire(r *Request, cause error) {
+	switch r.state {
+	case done:
+		return
+	case inFlight:
+		// The server holds the identifier until it acknowledges; keep it out of use.
+		e.table[r.id] = abandoned
+	}
+	r.Cause = cause
+	if r.written {
+		e.complete(r, Timeout)
+		return
+	}
+	r.NoConnection = e.cur == nil
+	e.complete(r, Expired)
+}
+
+func (e *Engine) handle(ev conn.Event) {
+	switch {
+	case ev.Up:
+		if e.cur != nil {
+			e.lost(fmt.Errorf("replaced by a connection to %s", ev.Conn.Endpoint()))
+		}
+		e.up(ev.Conn)
+	case ev.Refused != nil:
+		for e.queue.len() > 0 {
+			r := e.queue.popFront()
+			if r.state != done {
+				r.Cause = ev.Refused
+				e.complete(r, Denied)
+			}
+		}
+	case ev.Conn != e.cur:
+		// An event of a connection already replaced: nothing of it is ours any more.
+		if ev.Acks != nil {
+			conn.ReleaseAcks(ev.Acks)
+		}
+	case ev.Acks != nil:
+		e.acks(ev.Acks)
+		conn.ReleaseAcks(ev.Acks)
+	case ev.Written != nil:
+		e.writing = false
+		e.spare = ev.Written
+		e.flush()
+	case ev.Down != nil:
+		e.lost(ev.Down)
+	}
+}
+
+func (e *Engine) up(c *conn.Conn) {
+	lim := c.Limits()
+	window := lim.ReceiveMaximum
+	if e.cfg.MaxInflight > 0 {
+		window = min(window, e.cfg.MaxInflight)
+	}
+	e.cur, e.server, e.maxSize = c, c.Endpoint().String(), lim.MaxPacketSize
+	e.table = slices.Grow(e.table[:0], window+1)[:window+1]
+	clear(e.table)
+	e.free = slices.Grow(e.free[:0], window)[:0]
+	for id := window; id >= 1; id-- {
+		e.free = append(e.free, uint16(id))
+	}
+	e.writing = false
+	e.wbuf = e.wbuf[:0]
+}
+
+// lost handles the end of the connection in use: at-least-once messages in flight go to
+// the front of the queue, in their original order, to be sent again; at-most-once ones
+// fail.
+func (e *Engine) lost(cause error) {
+	var resend []*Request
+	for id, r := range e.table {
+		if r == nil || r == abandoned {
+			continue
+		}
+		e.table[id] = nil
+		if r.AtMostOnce {
+			r.Cause = cause
+			e.complete(r, Lost)
+			continue
+		}
+		r.state = queued
+		resend = append(resend, r)
+	}
+	slices.SortFunc(resend, func(a, b *Request) int { return cmp.Compare(b.seq, a.seq) })
+	for _, r := range resend {
+		e.queue.pushFront(r)
+	}
+	e.cur, e.server, e.free, e.writing = nil, "", e.free[:0], false
+	e.wbuf = e.wbuf[:0]
+	if len(resend) > 0 {
+		e.log.Info("mdclient: resending unacknowledged messages", "count", len(resend), "reason", cause)
+	}
+}
+
+func (e *Engine) acks(acks []codec.Puback) {
+	for _, a := range acks {
+		id := int(a.PacketID)
+		if id >= len(e.table) || e.table[id] == nil {
+			e.cur.Abort(fmt.Errorf("%w: PUBACK for packet id %d, which is not in flight", conn.ErrProtocol, id))
+			return
+		}
+		r := e.table[id]
+		e.table[id] = nil
+		e.free = append(e.free, uint16(id))
+		if r == abandoned {
+			continue
+		}
+		r.Reason, r.ReasonString = a.ReasonCode, a.ReasonString
+		switch {
+		case a.ReasonCode == 0x10:
+			e.complete(r, NoSubscriber)
+		case a.ReasonCode < 0x80:
+			e.complete(r, OK)
+		case a.ReasonCode == 0x87:
+			e.complete(r, Denied)
+		default:
+			e.complete(r, Rejected)
+		}
+	}
+}
+
+// finish ends what is left with Closed and closes the connection in use.
+func (e *Engine) finish() {
+	e.timer.Stop()
+	for id, r := range e.table {
+		if r != nil && r != abandoned {
+			e.table[id] = nil
+			e.complete(r, Closed)
+		}
+	}
+	for e.queue.len() > 0 {
+		if r := e.queue.popFront(); r.state != done {
+			e.complete(r, Closed)
+		}
+	}
+	if e.cur != nil {
+		e.cur.Close()
+	}
+}
+
+// StringBytes views s as bytes without copying, for fields the codec only reads.
+func StringBytes(s string) []byte {
+	return unsafe.Slice(unsafe.StringData(s), len(s))
+}

@@ -1,0 +1,246 @@
+package mdclient
+
+import (
+	"crypto/tls"
+	"log/slog"
+	"time"
+)
+
+// Defaults of the options.
+const (
+	DefaultPublishTimeout             = 10 * time.Second
+	DefaultKeepAlive                  = 30 * time.Second
+	DefaultConnectTimeout             = 5 * time.Second
+	DefaultDrainTimeout               = 5 * time.Second
+	DefaultMaxQueued                  = 16384
+	DefaultQuickReconnectMaxRetries   = 3
+	DefaultQuickReconnectInitialDelay = 0
+	DefaultReconnectTimeInterval      = 500 * time.Millisecond
+	DefaultReconnectMaxDelay          = 10 * time.Second
+	DefaultEventBuffer                = 64
+)
+
+// ReconnectPolicy is the shape of the delays between reconnect attempts once the quick
+// phase is over.
+type ReconnectPolicy uint8
+
+const (
+	// TruncatedExponentialBackoff doubles the delay after each failed attempt, from
+	// ReconnectTimeInterval up to ReconnectMaxDelay. The default.
+	TruncatedExponentialBackoff ReconnectPolicy = iota
+	// ConstantWindowBackoff waits ReconnectTimeInterval after each failed attempt.
+	ConstantWindowBackoff
+)
+
+// Option configures a Client in NewClient.
+type Option func(*options)
+
+type options struct {
+	username         string
+	clientID         string
+	tokenInUsername  bool
+	publishTimeout   time.Duration
+	keepAlive        time.Duration
+	connectTimeout   time.Duration
+	drainTimeout     time.Duration
+	maxQueued        int
+	maxInflight      int
+	tls              *tls.Config
+	logger           *slog.Logger
+	quickRetries     int
+	quickDelay       time.Duration
+	policy           ReconnectPolicy
+	interval         time.Duration
+	maxDelay         time.Duration
+	notifyAfter      int
+	eventBuffer      int
+	deniedReasonCode [256]bool
+}
+
+func defaults() options {
+	return options{
+		publishTimeout: DefaultPublishTimeout,
+		keepAlive:      DefaultKeepAlive,
+		connectTimeout: DefaultConnectTimeout,
+		drainTimeout:   DefaultDrainTimeout,
+		maxQueued:      DefaultMaxQueued,
+		quickRetries:   DefaultQuickReconnectMaxRetries,
+		quickDelay:     DefaultQuickReconnectInitialDelay,
+		interval:       DefaultReconnectTimeInterval,
+		maxDelay:       DefaultReconnectMaxDelay,
+		notifyAfter:    1,
+		eventBuffer:    DefaultEventBuffer,
+		logger:         slog.New(slog.DiscardHandler),
+	}
+}
+
+// WithUsername sets the MQTT user name sent in CONNECT. Default: none.
+func WithUsername(name string) Option { return func(o *options) { o.username = name } }
+
+// WithClientID sets the MQTT client identifier. Default: "mdclient-" and 16 random hex
+// digits, new for each Client.
+func WithClientID(id string) Option { return func(o *options) { o.clientID = id } }
+
+// WithTokenInUsername sends the entitlement token as the MQTT user name instead of the
+// password (for brokers that authorise by user name). WithUsername is then ignored.
+func WithTokenInUsername() Option { return func(o *options) { o.tokenInUsername = true } }
+
+// WithPublishTimeout bounds a publish whose context has no deadline. Default 10 s;
+// values ≤ 0 are ignored.
+func WithPublishTimeout(d time.Duration) Option {
+	return func(o *options) {
+		if d > 0 {
+			o.publishTimeout = d
+		}
+	}
+}
+
+// WithKeepAlive sets the MQTT keep-alive interval. The client pings a quiet server and
+// drops a connection on which nothing arrived for 1.5 intervals. Default 30 s; 0 turns
+// keep-alive off; a server's Server Keep Alive overrides it.
+func WithKeepAlive(d time.Duration) Option {
+	return func(o *options) {
+		if d >= 0 {
+			o.keepAlive = d
+		}
+	}
+}
+
+// WithConnectTimeout bounds one connection attempt (dial, TLS, WebSocket upgrade,
+// CONNECT/CONNACK). Default 5 s; values ≤ 0 are ignored.
+func WithConnectTimeout(d time.Duration) Option {
+	return func(o *options) {
+		if d > 0 {
+			o.connectTimeout = d
+		}
+	}
+}
+
+// WithDrainTimeout bounds how long Close waits for results of accepted requests.
+// Default 5 s; values < 0 are ignored.
+func WithDrainTimeout(d time.Duration) Option {
+	return func(o *options) {
+		if d >= 0 {
+			o.drainTimeout = d
+		}
+	}
+}
+
+// WithMaxQueued bounds the requests waiting inside the client beyond those in flight;
+// past it, PublishAsync and Publish block until there is room or their context ends
+// (then FAILED with ErrTimeout). Default 16384; values < 1 are ignored.
+func WithMaxQueued(n int) Option {
+	return func(o *options) {
+		if n >= 1 {
+			o.maxQueued = n
+		}
+	}
+}
+
+// WithMaxInflight caps unacknowledged publishes per connection below the server's
+// Receive Maximum. Default: the server's Receive Maximum alone; values < 1 are ignored.
+func WithMaxInflight(n int) Option {
+	return func(o *options) {
+		if n >= 1 {
+			o.maxInflight = n
+		}
+	}
+}
+
+// WithTLSConfig sets the TLS configuration of wss:// and tls:// servers, for a private
+// CA or client certificates. Default: the system's roots, with the server verified.
+func WithTLSConfig(cfg *tls.Config) Option { return func(o *options) { o.tls = cfg } }
+
+// WithLogger sets where the client logs connections, failovers and dropped connections.
+// Default: nothing is logged. The entitlement token is never logged.
+func WithLogger(l *slog.Logger) Option {
+	return func(o *options) {
+		if l != nil {
+			o.logger = l
+		}
+	}
+}
+
+// WithQuickReconnectMaxRetries sets how many attempts form the quick phase after a
+// connection is lost. Default 3; values < 0 are ignored.
+func WithQuickReconnectMaxRetries(n int) Option {
+	return func(o *options) {
+		if n >= 0 {
+			o.quickRetries = n
+		}
+	}
+}
+
+// WithQuickReconnectInitialDelay sets the delay before each quick-phase attempt.
+// Default 0: a producer fails over to another server at once. Values < 0 are ignored.
+func WithQuickReconnectInitialDelay(d time.Duration) Option {
+	return func(o *options) {
+		if d >= 0 {
+			o.quickDelay = d
+		}
+	}
+}
+
+// WithReconnectPolicy sets the backoff after the quick phase. Default
+// TruncatedExponentialBackoff.
+func WithReconnectPolicy(p ReconnectPolicy) Option {
+	return func(o *options) {
+		if p == TruncatedExponentialBackoff || p == ConstantWindowBackoff {
+			o.policy = p
+		}
+	}
+}
+
+// WithReconnectTimeInterval sets the first (exponential) or every (constant) backoff
+// delay. Each delay is drawn at random from its upper half. Default 500 ms; values ≤ 0
+// are ignored.
+func WithReconnectTimeInterval(d time.Duration) Option {
+	return func(o *options) {
+		if d > 0 {
+			o.interval = d
+		}
+	}
+}
+
+// WithReconnectMaxDelay caps the exponential backoff. Default 10 s; values ≤ 0 are
+// ignored.
+func WithReconnectMaxDelay(d time.Duration) Option {
+	return func(o *options) {
+		if d > 0 {
+			o.maxDelay = d
+		}
+	}
+}
+
+// WithNotifyAfterFailedConnectionAttempts sets after how many failed attempts in a row
+// a server is reported with NotifyServerDown. Default 1; values < 1 are ignored.
+func WithNotifyAfterFailedConnectionAttempts(n int) Option {
+	return func(o *options) {
+		if n >= 1 {
+			o.notifyAfter = n
+		}
+	}
+}
+
+// WithEventBuffer sets how many events Events holds for a caller that does not read
+// them; past that the oldest is dropped. Default 64; values < 1 are ignored.
+func WithEventBuffer(n int) Option {
+	return func(o *options) {
+		if n >= 1 {
+			o.eventBuffer = n
+		}
+	}
+}
+
+// WithDeniedReasonCodes names PUBACK reason codes, besides 0x87, that mean the publish
+// was denied, for brokers that answer a forbidden topic otherwise (ejabberd sends 0x90).
+// Codes below 0x80 are ignored. Default: none.
+func WithDeniedReasonCodes(codes ...byte) Option {
+	return func(o *options) {
+		for _, c := range codes {
+			if c >= 0x80 {
+				o.deniedReasonCode[c] = true
+			}
+		}
+	}
+}
