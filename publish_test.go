@@ -1,0 +1,323 @@
+package mdclient_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/mdclient/mdclient"
+	"github.com/mdclient/mdclient/mdtest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const allowToken = "allow-token"
+
+// embedded starts an embedded broker that lets allowToken publish.
+func embedded(t *testing.T) *mdtest.Server {
+	t.Helper()
+	s, err := mdtest.NewServer(mdtest.WithAllowToken(allowToken))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// newClient returns a client connected to servers, closed when the test ends.
+func newClient(t *testing.T, token string, servers []string, opts ...mdclient.Option) *mdclient.Client {
+	t.Helper()
+	c := mdclient.NewClient(opts...)
+	c.SetEntitlementToken(token)
+	if err := c.SetServers(servers); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := c.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return c
+}
+
+func ctxTimeout(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// transports runs f once over WebSocket and once over TCP.
+func transports(t *testing.T, ws, tcp string, f func(t *testing.T, addr string)) {
+	t.Run("ws", func(t *testing.T) { f(t, ws) })
+	t.Run("tcp", func(t *testing.T) { f(t, tcp) })
+}
+
+func wantStatus(t *testing.T, st mdclient.Status, err error, want mdclient.Status, sentinel error) {
+	t.Helper()
+	if st != want {
+		t.Fatalf("status %s (err %v), want %s", st, err, want)
+	}
+	if sentinel == nil {
+		if err != nil {
+			t.Fatalf("status %s with error %v", st, err)
+		}
+		return
+	}
+	if !errors.Is(err, sentinel) {
+		t.Fatalf("error %v does not wrap %v", err, sentinel)
+	}
+}
+
+func TestEmbeddedOutcomes(t *testing.T) {
+	srv := embedded(t)
+	sub, err := srv.Subscribe("sport/#")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	transports(t, srv.WSAddr(), srv.TCPAddr(), func(t *testing.T, addr string) {
+		c := newClient(t, allowToken, []string{addr})
+		ctx := ctxTimeout(t, 10*time.Second)
+
+		content := []byte("goal \x00\xff binary")
+		st, err := c.Publish(ctx, mdclient.Message{Subject: "sport/football", Content: content, Closure: "k1"})
+		wantStatus(t, st, err, mdclient.NotifyPublishOK, nil)
+		select {
+		case got := <-sub.Messages():
+			if got.Topic != "sport/football" || !bytes.Equal(got.Payload, content) {
+				t.Fatalf("subscriber got %q %q, want %q %q", got.Topic, got.Payload, "sport/football", content)
+			}
+		case <-ctx.Done():
+			t.Fatal("subscriber received nothing")
+		}
+
+		st, err = c.Publish(ctx, mdclient.Message{Subject: "weather/today", Content: []byte("sun")})
+		wantStatus(t, st, err, mdclient.NotifyPublishNoSubscriber, mdclient.ErrNoSubscriber)
+
+		// The closure comes back on the result, and travels as correlation data with a reply subject.
+		res := <-c.PublishAsync(ctx, mdclient.PublishRequest{Message: mdclient.Message{
+			Subject: "sport/tennis", Content: []byte("ace"), Closure: "c-42", ReplySubject: "replies/me"}})
+		if res.Status != mdclient.NotifyPublishOK || res.Closure != "c-42" || res.Server != addr {
+			t.Fatalf("result %+v, want OK with closure c-42 from %s", res, addr)
+		}
+		select {
+		case got := <-sub.Messages():
+			if got.ResponseTopic != "replies/me" || string(got.CorrelationData) != "c-42" {
+				t.Fatalf("subscriber got response topic %q correlation %q", got.ResponseTopic, got.CorrelationData)
+			}
+		case <-ctx.Done():
+			t.Fatal("subscriber received nothing")
+		}
+
+		denied := newClient(t, "wrong-token", []string{addr})
+		st, err = denied.Publish(ctx, mdclient.Message{Subject: "sport/football", Content: []byte("x")})
+		wantStatus(t, st, err, mdclient.NotifyPublishDenied, mdclient.ErrDenied)
+
+		// A QoSStandard message is acknowledged like any other.
+		st, err = c.Publish(ctx, mdclient.Message{Subject: "sport/golf", Content: []byte("birdie"), QoS: mdclient.QoSStandard})
+		wantStatus(t, st, err, mdclient.NotifyPublishOK, nil)
+		<-sub.Messages()
+	})
+}
+
+func TestTokenInUsername(t *testing.T) {
+	srv := embedded(t)
+	c := newClient(t, allowToken, []string{srv.TCPAddr()}, mdclient.WithTokenInUsername())
+	st, err := c.Publish(ctxTimeout(t, 10*time.Second), mdclient.Message{Subject: "a/b", Content: []byte("x")})
+	wantStatus(t, st, err, mdclient.NotifyPublishNoSubscriber, mdclient.ErrNoSubscriber)
+}
+
+// TestSharedChannel sends 20 000 requests through one result channel and checks that each
+// closure comes back exactly once.
+func TestSharedChannel(t *testing.T) {
+	srv := embedded(t)
+	sub, err := srv.Subscribe("stream/#")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	c := newClient(t, allowToken, []string{srv.WSAddr()})
+	const n = 20000
+	results := make(chan mdclient.PublishResult, 64)
+	ctx := ctxTimeout(t, 60*time.Second)
+	go func() {
+		for i := range n {
+			c.PublishAsync(ctx, mdclient.PublishRequest{
+				Message: mdclient.Message{Subject: "stream/x", Content: []byte("payload"), Closure: fmt.Sprint(i)},
+				Result:  results,
+			})
+		}
+	}()
+	seen := make([]bool, n)
+	for range n {
+		select {
+		case r := <-results:
+			var i int
+			if _, err := fmt.Sscan(r.Closure, &i); err != nil || i < 0 || i >= n {
+				t.Fatalf("result with unknown closure %q", r.Closure)
+			}
+			if seen[i] {
+				t.Fatalf("two results for closure %d", i)
+			}
+			seen[i] = true
+			if r.Status != mdclient.NotifyPublishOK {
+				t.Fatalf("closure %d: %s %v", i, r.Status, r.Err)
+			}
+		case <-ctx.Done():
+			t.Fatal("results missing")
+		}
+	}
+	select {
+	case r := <-results:
+		t.Fatalf("a result beyond the %d requests: %+v", n, r)
+	default:
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	srv := embedded(t)
+	c := newClient(t, allowToken, []string{srv.TCPAddr()})
+	ctx := ctxTimeout(t, 10*time.Second)
+	for _, subject := range []string{"", "a/+", "a/#", "#", "a\x00b", "bad\xffutf8"} {
+		st, err := c.Publish(ctx, mdclient.Message{Subject: subject, Content: []byte("x")})
+		wantStatus(t, st, err, mdclient.NotifyPublishFailed, mdclient.ErrInvalidMessage)
+		if !errors.Is(err, mdclient.ErrFailed) {
+			t.Errorf("subject %q: %v does not wrap ErrFailed", subject, err)
+		}
+	}
+	st, err := c.Publish(ctx, mdclient.Message{Subject: "a/b", QoS: 7})
+	wantStatus(t, st, err, mdclient.NotifyPublishFailed, mdclient.ErrInvalidMessage)
+	st, err = c.Publish(ctx, mdclient.Message{Subject: "a/b", ReplySubject: "r/#"})
+	wantStatus(t, st, err, mdclient.NotifyPublishFailed, mdclient.ErrInvalidMessage)
+
+	// The client keeps working after bad input.
+	st, err = c.Publish(ctx, mdclient.Message{Subject: "a/b", Content: []byte("x")})
+	wantStatus(t, st, err, mdclient.NotifyPublishNoSubscriber, mdclient.ErrNoSubscriber)
+
+	if err := c.SetServers([]string{"tcp://nowhere"}); !errors.Is(err, mdclient.ErrInvalidServer) || !strings.Contains(err.Error(), "tcp://nowhere") {
+		t.Errorf("SetServers with a bad entry: %v, want ErrInvalidServer naming it", err)
+	}
+	// Nothing changed: still connected to the embedded broker.
+	st, err = c.Publish(ctx, mdclient.Message{Subject: "a/b", Content: []byte("x")})
+	wantStatus(t, st, err, mdclient.NotifyPublishNoSubscriber, mdclient.ErrNoSubscriber)
+}
+
+func TestNoServers(t *testing.T) {
+	c := mdclient.NewClient()
+	defer c.Close()
+	st, err := c.Publish(context.Background(), mdclient.Message{Subject: "a/b"})
+	wantStatus(t, st, err, mdclient.NotifyPublishFailed, mdclient.ErrNoServers)
+	if err := c.SetServers(nil); !errors.Is(err, mdclient.ErrNoServers) {
+		t.Errorf("SetServers(nil) = %v, want ErrNoServers", err)
+	}
+}
+
+// TestUnreachable: with no server answering, a publish fails once its context ends, and
+// says both why (timeout) and that no server was there.
+func TestUnreachable(t *testing.T) {
+	c := newClient(t, allowToken, []string{"tcp://127.0.0.1:1"}, mdclient.WithReconnectTimeInterval(10*time.Millisecond))
+	st, err := c.Publish(ctxTimeout(t, 200*time.Millisecond), mdclient.Message{Subject: "a/b"})
+	wantStatus(t, st, err, mdclient.NotifyPublishFailed, mdclient.ErrTimeout)
+	if !errors.Is(err, mdclient.ErrNoServers) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("%v: want ErrNoServers and context.DeadlineExceeded wrapped too", err)
+	}
+	// Without a deadline the publish timeout applies.
+	c2 := newClient(t, allowToken, []string{"tcp://127.0.0.1:1"}, mdclient.WithPublishTimeout(100*time.Millisecond))
+	st, err = c2.Publish(context.Background(), mdclient.Message{Subject: "a/b"})
+	wantStatus(t, st, err, mdclient.NotifyPublishFailed, mdclient.ErrTimeout)
+}
+
+func TestPublishAfterClose(t *testing.T) {
+	srv := embedded(t)
+	c := mdclient.NewClient()
+	c.SetEntitlementToken(allowToken)
+	if err := c.SetServers([]string{srv.TCPAddr()}); err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxTimeout(t, 10*time.Second)
+	st, err := c.Publish(ctx, mdclient.Message{Subject: "a/b"})
+	wantStatus(t, st, err, mdclient.NotifyPublishNoSubscriber, mdclient.ErrNoSubscriber)
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st, err = c.Publish(ctx, mdclient.Message{Subject: "a/b"})
+	wantStatus(t, st, err, mdclient.NotifyPublishFailed, mdclient.ErrClosed)
+	if err := c.SetServers([]string{srv.TCPAddr()}); !errors.Is(err, mdclient.ErrClosed) {
+		t.Errorf("SetServers after Close = %v, want ErrClosed", err)
+	}
+	if err := c.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+}
+
+// TestCloseUnderLoad: Close while requests stream in gives every request one result.
+func TestCloseUnderLoad(t *testing.T) {
+	srv := embedded(t)
+	c := mdclient.NewClient()
+	c.SetEntitlementToken(allowToken)
+	if err := c.SetServers([]string{srv.WSAddr()}); err != nil {
+		t.Fatal(err)
+	}
+	const n = 5000
+	results := make(chan mdclient.PublishResult, n)
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		for i := range n {
+			c.PublishAsync(context.Background(), mdclient.PublishRequest{
+				Message: mdclient.Message{Subject: "load/x", Content: []byte("x"), Closure: fmt.Sprint(i)}, Result: results})
+		}
+	}()
+	// Close once some results are in, while the rest are still being sent.
+	<-results
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	<-sent
+	counts := map[mdclient.Status]int{}
+	for range n - 1 {
+		select {
+		case r := <-results:
+			counts[r.Status]++
+			if r.Status == mdclient.NotifyPublishFailed && !errors.Is(r.Err, mdclient.ErrClosed) {
+				t.Fatalf("failed without ErrClosed: %v", r.Err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("results missing after Close: %v", counts)
+		}
+	}
+	select {
+	case r := <-results:
+		t.Fatalf("a result beyond the %d requests: %+v", n, r)
+	default:
+	}
+	t.Logf("outcomes: %v", counts)
+}
+
+func TestEventsUpDown(t *testing.T) {
+	srv := embedded(t)
+	c := newClient(t, allowToken, []string{"tcp://127.0.0.1:1", srv.TCPAddr()})
+	ctx := ctxTimeout(t, 10*time.Second)
+	for {
+		select {
+		case ev := <-c.Events():
+			if ev.Type == mdclient.NotifyServerUp {
+				if ev.Server != srv.TCPAddr() {
+					t.Fatalf("up event for %s", ev.Server)
+				}
+				return
+			}
+			if ev.Type != mdclient.NotifyServerDown || ev.Server != "tcp://127.0.0.1:1" || ev.Err == nil {
+				t.Fatalf("unexpected event %+v", ev)
+			}
+		case <-ctx.Done():
+			t.Fatal("no NOTIFY_SERVER_UP")
+		}
+	}
+}
