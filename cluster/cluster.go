@@ -10,6 +10,10 @@ import (
 	"github.com/mdclient/mdclient/conn"
 )
 
+// stableAfter is how long a connection must last for the next attempt to start the
+// reconnect policy afresh.
+const stableAfter = time.Second
+
 // Config is what the membership actor needs. Every field is required unless noted.
 type Config struct {
 	Policy      Policy
@@ -121,7 +125,7 @@ func (c *Cluster) Run(ctx context.Context) error {
 			c.failed(members, m, err)
 			continue
 		}
-		streak = 0
+		connectedAt := time.Now()
 		m.failures = 0
 		for j := range members {
 			members[j].refused = false
@@ -148,6 +152,13 @@ func (c *Cluster) Run(ctx context.Context) error {
 				<-cn.Done()
 				return nil
 			}
+		}
+		// A connection that dies young (a server that drops us on some message, say) counts
+		// as a failed attempt, so that reconnecting backs off rather than spins.
+		if time.Since(connectedAt) >= stableAfter {
+			streak = 0
+		} else {
+			streak++
 		}
 		c.cfg.Logger.Warn("mdclient: connection lost", "server", name, "reason", cn.Err())
 		c.cfg.Notify(false, name, cn.Err())
