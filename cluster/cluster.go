@@ -17,7 +17,7 @@ const stableAfter = time.Second
 // Config is what the membership actor needs. Every field is required unless noted.
 type Config struct {
 	Policy      Policy
-	NotifyAfter int          // failed attempts on a server before it is reported down; at least 1
+	NotifyAfter int // failed attempts on a server before it is reported down; at least 1
 	// Conn returns the settings for the next connection, so a new token applies from then on.
 	Conn func() *conn.Config
 	// Events carries Up and Refused to the engine, and every connection's own events.
