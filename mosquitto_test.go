@@ -1,0 +1,97 @@
+package mdclient_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/mdclient/mdclient"
+	"github.com/mdclient/mdclient/internal/mosquittotest"
+)
+
+const subPassword = "sub-secret"
+
+// startMosquitto starts Debian's mosquitto with the publisher "pub" (password allowToken)
+// allowed to write allowed/# and lonely/# only, and the subscriber "sub" reading allowed/#.
+// Payloads above 1000 bytes are refused with a PUBACK failure code, packets above 4000
+// bytes by the announced Maximum Packet Size.
+func startMosquitto(t *testing.T) *mosquittotest.Broker {
+	return mosquittotest.Start(t, mosquittotest.Config{
+		Users: map[string]string{"pub": allowToken, "sub": subPassword},
+		ACL:   "user pub\ntopic write allowed/#\ntopic write lonely/#\n\nuser sub\ntopic read allowed/#\n",
+		Extra: "message_size_limit 1000\nmax_packet_size 4000\n",
+	})
+}
+
+func TestMosquittoOutcomes(t *testing.T) {
+	b := startMosquitto(t)
+	sub := b.Subscribe(t, "sub", subPassword, "allowed/#")
+	transports(t, b.WSAddr(), b.TCPAddr(), func(t *testing.T, addr string) {
+		c := newClient(t, allowToken, []string{addr}, mdclient.WithUsername("pub"))
+		ctx := ctxTimeout(t, 10*time.Second)
+
+		content := []byte("bytes \x00\x01\xfe\xff unchanged")
+		st, err := c.Publish(ctx, mdclient.Message{Subject: "allowed/news", Content: content,
+			ReplySubject: "allowed/replies", Closure: "corr-1"})
+		wantStatus(t, st, err, mdclient.NotifyPublishOK, nil)
+		got := sub.Next(t)
+		if got.Topic != "allowed/news" || !bytes.Equal(got.Payload, content) {
+			t.Fatalf("mosquitto_sub got %q %q, want %q %q", got.Topic, got.Payload, "allowed/news", content)
+		}
+		if got.ResponseTopic != "allowed/replies" || string(got.CorrelationData) != "corr-1" {
+			t.Fatalf("mosquitto_sub got response topic %q correlation data %q", got.ResponseTopic, got.CorrelationData)
+		}
+
+		st, err = c.Publish(ctx, mdclient.Message{Subject: "lonely/one", Content: []byte("x")})
+		wantStatus(t, st, err, mdclient.NotifyPublishNoSubscriber, mdclient.ErrNoSubscriber)
+
+		st, err = c.Publish(ctx, mdclient.Message{Subject: "forbidden/x", Content: []byte("x")})
+		wantStatus(t, st, err, mdclient.NotifyPublishDenied, mdclient.ErrDenied)
+
+		// Above message_size_limit: mosquitto answers with a PUBACK failure code.
+		res := <-c.PublishAsync(ctx, mdclient.PublishRequest{Message: mdclient.Message{Subject: "allowed/big", Content: make([]byte, 2000)}})
+		wantStatus(t, res.Status, res.Err, mdclient.NotifyPublishFailed, mdclient.ErrFailed)
+		if res.Server != addr {
+			t.Errorf("server %q answered, want %q", res.Server, addr)
+		}
+		// Above the Maximum Packet Size: refused before anything is written.
+		st, err = c.Publish(ctx, mdclient.Message{Subject: "allowed/huge", Content: make([]byte, 5000)})
+		wantStatus(t, st, err, mdclient.NotifyPublishFailed, mdclient.ErrMessageTooLarge)
+
+		// The connection survived all of that.
+		st, err = c.Publish(ctx, mdclient.Message{Subject: "allowed/after", Content: []byte("still here")})
+		wantStatus(t, st, err, mdclient.NotifyPublishOK, nil)
+		if got := sub.Next(t); got.Topic != "allowed/after" {
+			t.Fatalf("mosquitto_sub got %q, want allowed/after", got.Topic)
+		}
+
+		wrong := newClient(t, "wrong-token", []string{addr}, mdclient.WithUsername("pub"))
+		st, err = wrong.Publish(ctx, mdclient.Message{Subject: "allowed/news", Content: []byte("x")})
+		wantStatus(t, st, err, mdclient.NotifyPublishDenied, mdclient.ErrDenied)
+	})
+}
+
+// TestMosquittoStopped: a server that stops answering (SIGSTOP) after the message was
+// written gives TIMEOUT; one stopped before the client connected gives FAILED.
+func TestMosquittoStopped(t *testing.T) {
+	b := startMosquitto(t)
+	transports(t, b.WSAddr(), b.TCPAddr(), func(t *testing.T, addr string) {
+		c := newClient(t, allowToken, []string{addr}, mdclient.WithUsername("pub"))
+		st, err := c.Publish(ctxTimeout(t, 10*time.Second), mdclient.Message{Subject: "lonely/x"})
+		wantStatus(t, st, err, mdclient.NotifyPublishNoSubscriber, mdclient.ErrNoSubscriber)
+
+		b.Stop()
+		defer b.Continue()
+		st, err = c.Publish(ctxTimeout(t, 300*time.Millisecond), mdclient.Message{Subject: "lonely/x"})
+		wantStatus(t, st, err, mdclient.NotifyPublishTimeout, mdclient.ErrTimeout)
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("%v does not wrap context.DeadlineExceeded", err)
+		}
+		b.Continue()
+		// Once the broker runs again the connection carries on.
+		st, err = c.Publish(ctxTimeout(t, 10*time.Second), mdclient.Message{Subject: "lonely/x"})
+		wantStatus(t, st, err, mdclient.NotifyPublishNoSubscriber, mdclient.ErrNoSubscriber)
+	})
+}
