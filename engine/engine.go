@@ -55,7 +55,7 @@ type Engine struct {
 	wbuf     []byte // the batch being encoded
 	spare    []byte // the other batch buffer, when the writer has given it back
 	writing  bool   // a batch is with cur's writer
-	heap     deadlines
+	dls      deadlines // requests on the default publish timeout
 	timer    *time.Timer
 	armed    time.Time // when timer fires; zero when stopped
 	draining bool
@@ -191,12 +191,12 @@ func (e *Engine) admit(r *Request) {
 		Fail(r, Closed, nil)
 		return
 	}
-	r.state, r.written, r.heapIdx = queued, false, -1
+	r.state, r.written, r.dlPos = queued, false, noDeadline
 	r.seq = e.seq
 	e.seq++
 	e.live++
 	if _, ok := r.Ctx.Deadline(); !ok {
-		e.heap.push(r)
+		e.dls.push(r)
 	}
 	if r.Ctx.Done() != nil {
 		r.stopCtx = context.AfterFunc(r.Ctx, func() {
@@ -213,8 +213,8 @@ func (e *Engine) admit(r *Request) {
 func (e *Engine) complete(r *Request, o Outcome) {
 	r.Outcome, r.state = o, done
 	e.live--
-	if r.heapIdx >= 0 {
-		e.heap.remove(r)
+	if r.dlPos != noDeadline {
+		e.dls.remove(r)
 	}
 	if r.stopCtx != nil {
 		r.stopCtx()
@@ -271,7 +271,12 @@ func (e *Engine) flush() {
 
 // arm sets the one timer to the earliest deadline.
 func (e *Engine) arm() {
-	at, ok := e.heap.next()
+	var at time.Time
+	first := e.dls.first()
+	ok := first != nil
+	if ok {
+		at = first.Deadline
+	}
 	// The drain deadline needs a wake-up only once Close has sealed the input; before
 	// that Run is woken by Seal itself.
 	if e.isSealed && (!ok || e.drainBy.Before(at)) {
@@ -285,12 +290,8 @@ func (e *Engine) arm() {
 }
 
 func (e *Engine) expireDue(now time.Time) {
-	for {
-		at, ok := e.heap.next()
-		if !ok || at.After(now) {
-			return
-		}
-		e.expire(e.heap[0], nil)
+	for r := e.dls.first(); r != nil && !r.Deadline.After(now); r = e.dls.first() {
+		e.expire(r, nil)
 	}
 }
 

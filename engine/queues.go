@@ -45,75 +45,59 @@ func (q *ring) popFront() *Request {
 	return r
 }
 
-// deadlines is a min-heap of requests by Deadline, for requests whose context has no deadline.
-// Each request knows its index, so completing one removes it in O(log n).
-type deadlines []*Request
-
-func (h deadlines) less(i, j int) bool { return h[i].Deadline.Before(h[j].Deadline) }
-
-func (h deadlines) swap(i, j int) {
-	h[i], h[j] = h[j], h[i]
-	h[i].heapIdx = i
-	h[j].heapIdx = j
+// deadlines holds the requests that run on the client's default publish timeout, in
+// admission order. Their deadlines are admission time plus one constant, so the order is
+// also deadline order (push keeps it so when callers race): the earliest is always at the
+// head, with no heap. A completed request leaves a nil hole, skipped when it reaches the
+// head; acknowledgements arrive mostly in order, so holes rarely pile up.
+type deadlines struct {
+	buf        []*Request // power-of-two ring
+	head, tail uint64     // absolute positions; buf[pos&mask]
+	last       time.Time  // the latest deadline pushed
 }
 
-func (h *deadlines) push(r *Request) {
-	r.heapIdx = len(*h)
-	*h = append(*h, r)
-	h.up(r.heapIdx)
-}
-
-func (h *deadlines) remove(r *Request) {
-	i := r.heapIdx
-	last := len(*h) - 1
-	if i != last {
-		h.swap(i, last)
+func (d *deadlines) push(r *Request) {
+	if d.tail-d.head == uint64(len(d.buf)) {
+		d.grow()
 	}
-	(*h)[last] = nil
-	*h = (*h)[:last]
-	r.heapIdx = -1
-	if i != last {
-		if !h.down(i) {
-			h.up(i)
-		}
+	if r.Deadline.Before(d.last) {
+		r.Deadline = d.last
+	}
+	d.last = r.Deadline
+	r.dlPos = d.tail
+	d.buf[d.tail&uint64(len(d.buf)-1)] = r
+	d.tail++
+}
+
+func (d *deadlines) grow() {
+	buf := make([]*Request, max(64, 2*len(d.buf)))
+	for pos := d.head; pos < d.tail; pos++ {
+		buf[pos&uint64(len(buf)-1)] = d.buf[pos&uint64(len(d.buf)-1)]
+	}
+	d.buf = buf
+}
+
+// remove leaves a hole where r was.
+func (d *deadlines) remove(r *Request) {
+	d.buf[r.dlPos&uint64(len(d.buf)-1)] = nil
+	r.dlPos = noDeadline
+	d.trim()
+}
+
+// trim drops the holes at the head.
+func (d *deadlines) trim() {
+	for d.head < d.tail && d.buf[d.head&uint64(len(d.buf)-1)] == nil {
+		d.head++
 	}
 }
 
-func (h deadlines) up(i int) {
-	for i > 0 {
-		p := (i - 1) / 2
-		if !h.less(i, p) {
-			return
-		}
-		h.swap(i, p)
-		i = p
+// first is the request with the earliest deadline, or nil.
+func (d *deadlines) first() *Request {
+	if d.head == d.tail {
+		return nil
 	}
+	return d.buf[d.head&uint64(len(d.buf)-1)]
 }
 
-func (h deadlines) down(i int) bool {
-	start := i
-	for {
-		l := 2*i + 1
-		if l >= len(h) {
-			break
-		}
-		m := l
-		if r := l + 1; r < len(h) && h.less(r, l) {
-			m = r
-		}
-		if !h.less(m, i) {
-			break
-		}
-		h.swap(i, m)
-		i = m
-	}
-	return i > start
-}
-
-// next is the earliest deadline, if any.
-func (h deadlines) next() (time.Time, bool) {
-	if len(h) == 0 {
-		return time.Time{}, false
-	}
-	return h[0].Deadline, true
-}
+// noDeadline is a Request's dlPos while it is not in deadlines.
+const noDeadline = ^uint64(0)

@@ -65,7 +65,7 @@ type Request struct {
 	written bool   // written to a connection at least once
 	id      uint16 // packet identifier while in flight
 	seq     uint64 // admission order, to resend in order
-	heapIdx int    // index in the deadline heap; -1 when not there
+	dlPos   uint64 // position in the deadlines queue; noDeadline when not there
 	stopCtx func() bool
 }
 
