@@ -52,9 +52,9 @@ type Engine struct {
 	free     []uint16   // packet identifiers not in use on cur
 	live     int        // requests admitted and without an outcome
 	seq      uint64
-	wbuf     []byte // the batch being encoded
-	spare    []byte // the other batch buffer, when the writer has given it back
-	writing  bool   // a batch is with cur's writer
+	wbuf     []byte    // the batch being encoded
+	spare    []byte    // the other batch buffer, when the writer has given it back
+	writing  bool      // a batch is with cur's writer
 	dls      deadlines // requests on the default publish timeout
 	timer    *time.Timer
 	armed    time.Time // when timer fires; zero when stopped
