@@ -74,6 +74,7 @@ type member struct {
 	Server
 	failures int  // consecutive failed attempts
 	refused  bool // refused our credentials since the last time every server did
+	tried    bool // tried in the current round of picks
 }
 
 // Run is the actor: pick a server, wait as the policy says, dial, hand the connection to
@@ -115,6 +116,7 @@ func (c *Cluster) Run(ctx context.Context) error {
 		}
 		i := pick(members, last, c.cfg.Rand)
 		last = i
+		members[i].tried = true
 		m := &members[i]
 		cn, err := c.cfg.Dial(ctx, m.Endpoint, c.cfg.Conn())
 		if err != nil {
@@ -128,7 +130,7 @@ func (c *Cluster) Run(ctx context.Context) error {
 		connectedAt := time.Now()
 		m.failures = 0
 		for j := range members {
-			members[j].refused = false
+			members[j].refused, members[j].tried = false, false
 		}
 		name := m.Endpoint.String()
 		c.cfg.Logger.Info("mdclient: connected", "server", name, "receive_maximum", cn.Limits().ReceiveMaximum)
@@ -193,34 +195,67 @@ func (c *Cluster) failed(members []member, m *member, err error) {
 	}
 }
 
-// pick chooses a server at random by weight, avoiding the one used last while another is
-// left. Weight-0 servers are standbys: chosen only when no weighted server but the last is.
+// pick chooses the next server. Servers are taken in rounds: within a round, a weighted
+// server not yet tried is chosen at random by weight; weight-0 servers (standbys) only
+// once every weighted one has been tried; then a new round begins. The server used last
+// is avoided while another is left, so a failover always moves on. A working connection
+// ends the round.
 func pick(members []member, last int, rnd *rand.Rand) int {
+	for range 2 {
+		if i := pickWeighted(members, last, rnd); i >= 0 {
+			return i
+		}
+		if i := pickStandby(members, last, rnd); i >= 0 {
+			return i
+		}
+		for j := range members {
+			members[j].tried = false
+		}
+	}
+	return last // the only server
+}
+
+func pickWeighted(members []member, last int, rnd *rand.Rand) int {
 	total := 0
 	for i, m := range members {
-		if i != last {
+		if i != last && !m.tried {
 			total += m.Weight
 		}
 	}
-	if total > 0 {
-		n := rnd.IntN(total)
-		for i, m := range members {
-			if i == last {
-				continue
-			}
-			if n < m.Weight {
-				return i
-			}
-			n -= m.Weight
+	if total == 0 {
+		return -1
+	}
+	n := rnd.IntN(total)
+	for i, m := range members {
+		if i == last || m.tried {
+			continue
+		}
+		if n < m.Weight {
+			return i
+		}
+		n -= m.Weight
+	}
+	return -1
+}
+
+func pickStandby(members []member, last int, rnd *rand.Rand) int {
+	count := 0
+	for i, m := range members {
+		if i != last && !m.tried && m.Weight == 0 {
+			count++
 		}
 	}
-	if len(members) == 1 || last < 0 {
-		return rnd.IntN(len(members))
+	if count == 0 {
+		return -1
 	}
-	// Only standbys besides last: take one of them at random.
-	n := rnd.IntN(len(members) - 1)
-	if n >= last {
-		n++
+	n := rnd.IntN(count)
+	for i, m := range members {
+		if i != last && !m.tried && m.Weight == 0 {
+			if n == 0 {
+				return i
+			}
+			n--
+		}
 	}
-	return n
+	return -1
 }

@@ -107,3 +107,26 @@ func TestPickByWeight(t *testing.T) {
 		t.Errorf("with the only weighted server failed, picked %d, want the standby", got)
 	}
 }
+
+// TestPickRounds: in a round every weighted server is tried before a standby, and the
+// standby before any server is tried twice.
+func TestPickRounds(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(5, 6))
+	for range 100 {
+		members := []member{{Server: Server{Weight: 100}}, {Server: Server{Weight: 100}}, {Server: Server{Weight: 0}}}
+		last := -1
+		var order []int
+		for range 3 {
+			last = pick(members, last, rnd)
+			members[last].tried = true
+			order = append(order, last)
+		}
+		if order[2] != 2 || order[0] == order[1] {
+			t.Fatalf("round %v: want both weighted servers, then the standby", order)
+		}
+		// The next round starts afresh, avoiding the standby just tried.
+		if next := pick(members, last, rnd); next == 2 {
+			t.Fatalf("a new round began with the server just tried")
+		}
+	}
+}

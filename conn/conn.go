@@ -87,12 +87,13 @@ type Event struct {
 	Refused error          // every server refused the credentials (a *RefusedError)
 }
 
-var ackPool = sync.Pool{New: func() any { s := make([]codec.Puback, 0, 128); return &s }}
-
-// ReleaseAcks returns an Event's Acks slice for reuse once the engine has handled it.
-func ReleaseAcks(acks []codec.Puback) {
-	acks = acks[:0]
-	ackPool.Put(&acks)
+// ReleaseAcks returns an Event's Acks slice to the connection for reuse, once the engine
+// has handled it.
+func (c *Conn) ReleaseAcks(acks []codec.Puback) {
+	select {
+	case c.ackBufs <- acks[:0]:
+	default:
+	}
 }
 
 // Conn is one live MQTT connection. The engine hands it byte batches with Send; its reader
@@ -105,10 +106,11 @@ type Conn struct {
 	keepAlive time.Duration
 	leftover  []byte // bytes read after the CONNACK; the reader's from Start on
 
-	writes  chan []byte   // engine → writer: at most one batch waiting (capacity 1)
-	closing chan struct{} // Close → writer: flush, send DISCONNECT, end
-	stop    chan struct{} // closed when the connection ends, by whichever side
-	done    chan struct{} // closed when both goroutines have exited
+	writes  chan []byte         // engine → writer: at most one batch waiting (capacity 1)
+	ackBufs chan []codec.Puback // engine → reader: ack slices handed back for reuse
+	closing chan struct{}       // Close → writer: flush, send DISCONNECT, end
+	stop    chan struct{}       // closed when the connection ends, by whichever side
+	done    chan struct{}       // closed when both goroutines have exited
 
 	closeOnce sync.Once
 	stopOnce  sync.Once
@@ -130,6 +132,7 @@ func Dial(ctx context.Context, ep Endpoint, cfg *Config) (*Conn, error) {
 		log:       cfg.Logger,
 		keepAlive: cfg.KeepAlive,
 		writes:    make(chan []byte, 1),
+		ackBufs:   make(chan []codec.Puback, 8),
 		closing:   make(chan struct{}),
 		stop:      make(chan struct{}),
 		done:      make(chan struct{}),
@@ -400,7 +403,7 @@ func (c *Conn) readLoop(emit func(Event)) error {
 		if len(acks) > 0 {
 			emit(Event{Conn: c, Acks: acks})
 		} else {
-			ReleaseAcks(acks)
+			c.ReleaseAcks(acks)
 		}
 		if err != nil {
 			c.log.Warn("mdclient: dropping connection", "server", c.ep.String(), "reason", err)
@@ -434,7 +437,12 @@ func (c *Conn) readLoop(emit func(Event)) error {
 
 // parse takes every whole packet off the front of *buf and returns the acks among them.
 func (c *Conn) parse(buf *[]byte) ([]codec.Puback, error) {
-	acks := *(ackPool.Get().(*[]codec.Puback))
+	var acks []codec.Puback
+	select {
+	case acks = <-c.ackBufs:
+	default:
+		acks = make([]codec.Puback, 0, 128)
+	}
 	b := *buf
 	off := 0
 	defer func() {

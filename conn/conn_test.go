@@ -84,7 +84,7 @@ func TestBatch(t *testing.T) {
 						}
 						acked = append(acked, a.PacketID)
 					}
-					conn.ReleaseAcks(ev.Acks)
+					c.ReleaseAcks(ev.Acks)
 				default:
 					t.Fatalf("unexpected event %+v", ev)
 				}

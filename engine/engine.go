@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -92,6 +93,15 @@ func (e *Engine) Events() chan<- conn.Event { return e.events }
 // Quit is closed when Run has returned.
 func (e *Engine) Quit() <-chan struct{} { return e.quit }
 
+// timerPool holds stopped timers for callers waiting in Submit: a full input channel is
+// the steady state of a producer faster than the server, so it must not allocate. (Since
+// Go 1.23 a stopped timer's channel holds no stale value, so reuse is safe.)
+var timerPool = sync.Pool{New: func() any {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return t
+}}
+
 // Submit hands r to the engine. While the queue is full it waits for room until r's
 // context ends (or r.Deadline passes) or the engine stops; then it reports false and r
 // belongs to the caller again, without an outcome.
@@ -103,8 +113,12 @@ func (e *Engine) Submit(r *Request) bool {
 	}
 	var expired <-chan time.Time
 	if _, ok := r.Ctx.Deadline(); !ok {
-		t := time.NewTimer(time.Until(r.Deadline))
-		defer t.Stop()
+		t := timerPool.Get().(*time.Timer)
+		t.Reset(time.Until(r.Deadline))
+		defer func() {
+			t.Stop()
+			timerPool.Put(t)
+		}()
 		expired = t.C
 	}
 	select {
@@ -331,11 +345,11 @@ func (e *Engine) handle(ev conn.Event) {
 	case ev.Conn != e.cur:
 		// An event of a connection already replaced: nothing of it is ours any more.
 		if ev.Acks != nil {
-			conn.ReleaseAcks(ev.Acks)
+			ev.Conn.ReleaseAcks(ev.Acks)
 		}
 	case ev.Acks != nil:
 		e.acks(ev.Acks)
-		conn.ReleaseAcks(ev.Acks)
+		ev.Conn.ReleaseAcks(ev.Acks)
 	case ev.Written != nil:
 		e.writing = false
 		e.spare = ev.Written

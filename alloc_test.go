@@ -1,0 +1,46 @@
+package mdclient_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/mdclient/mdclient"
+	"github.com/mdclient/mdclient/internal/benchsink"
+)
+
+// TestAllocationBudget: at steady state, with results going to a shared channel, the whole
+// publish path — caller, engine, connection reader and writer — allocates at most one
+// object per message. The server is a fake sink that allocates nothing itself, so every
+// allocation counted is the client's.
+func TestAllocationBudget(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates; run without -race (as .ci/run does)")
+	}
+	sink, err := benchsink.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	c := newClient(t, "", []string{sink.Addr()})
+	ctx := context.Background()
+	const batch = 1000
+	results := make(chan mdclient.PublishResult, batch) // room for a whole batch: no backlog
+	msg := mdclient.Message{Subject: "alloc/budget", Content: make([]byte, 64)}
+	run := func() {
+		for range batch {
+			c.PublishAsync(ctx, mdclient.PublishRequest{Message: msg, Result: results})
+		}
+		for range batch {
+			if r := <-results; r.Status != mdclient.NotifyPublishOK {
+				t.Fatal(r.Status, r.Err)
+			}
+		}
+	}
+	run() // warm up: the connection, buffers and pools reach their steady size
+	perRun := testing.AllocsPerRun(20, run)
+	if perMessage := perRun / batch; perMessage > 1 {
+		t.Errorf("%.2f allocations per message, budget 1", perMessage)
+	} else {
+		t.Logf("%.3f allocations per message", perMessage)
+	}
+}

@@ -1,0 +1,5 @@
+//go:build !race
+
+package mdclient_test
+
+const raceEnabled = false
