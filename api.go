@@ -116,6 +116,7 @@ type Client struct {
 
 	deliver *deliverer
 	events  chan Event // the cluster actor is its only writer
+	results [5]atomic.Uint64 // results delivered, indexed by statusIndex
 }
 
 // NewClient returns a client configured by opts. It connects nowhere until SetServers.
@@ -366,7 +367,62 @@ func (r *request) fill(m *Message) error {
 
 // Complete is called once with the engine's outcome; it must not block.
 func (r *request) Complete(*engine.Request) {
-	r.client.deliver.send(r.result, r.outcome())
+	res := r.outcome()
+	r.client.results[statusIndex(res.Status)].Add(1)
+	r.client.deliver.send(r.result, res)
+}
+
+func statusIndex(s Status) int {
+	switch s {
+	case NotifyPublishOK:
+		return 0
+	case NotifyPublishNoSubscriber:
+		return 1
+	case NotifyPublishDenied:
+		return 2
+	case NotifyPublishTimeout:
+		return 3
+	}
+	return 4
+}
+
+// Stats is a snapshot of a client's activity.
+type Stats struct {
+	Accepted     uint64 // requests taken in for publishing (bad input and refusals excluded)
+	OK           uint64 // results with NotifyPublishOK
+	NoSubscriber uint64 // results with NotifyPublishNoSubscriber
+	Denied       uint64 // results with NotifyPublishDenied
+	Timeout      uint64 // results with NotifyPublishTimeout
+	Failed       uint64 // results with NotifyPublishFailed, bad input included
+	InFlight     int    // written and not yet acknowledged
+	Queued       int    // accepted and waiting to be written (including resends after failover)
+	Reconnects   uint64 // connections made after the first
+	Server       string // the server in use; "" while none is connected
+	BytesWritten uint64 // bytes written to servers
+}
+
+// Stats returns a snapshot of the client's counters and state. It is cheap enough to
+// call every second: one round trip to the client's engine goroutine.
+func (c *Client) Stats() Stats {
+	st := Stats{
+		OK:           c.results[0].Load(),
+		NoSubscriber: c.results[1].Load(),
+		Denied:       c.results[2].Load(),
+		Timeout:      c.results[3].Load(),
+		Failed:       c.results[4].Load(),
+	}
+	c.startMu.Lock()
+	started := c.started
+	c.startMu.Unlock()
+	if !started {
+		return st
+	}
+	e := c.engine.Stats()
+	st.Accepted, st.InFlight, st.Queued, st.Server, st.BytesWritten = e.Admitted, e.InFlight, e.Queued, e.Server, e.BytesWritten
+	if e.Connections > 0 {
+		st.Reconnects = e.Connections - 1
+	}
+	return st
 }
 
 // outcome turns the engine's outcome into the caller's result.

@@ -321,3 +321,25 @@ func TestEventsUpDown(t *testing.T) {
 		}
 	}
 }
+
+func TestStats(t *testing.T) {
+	srv := embedded(t)
+	c := newClient(t, allowToken, []string{srv.TCPAddr()})
+	if st := mdclient.NewClient().Stats(); st != (mdclient.Stats{}) {
+		t.Errorf("a new client's stats: %+v", st)
+	}
+	ctx := ctxTimeout(t, 10*time.Second)
+	for range 3 {
+		c.Publish(ctx, mdclient.Message{Subject: "stats/x", Content: []byte("12345")})
+	}
+	c.Publish(ctx, mdclient.Message{Subject: "bad/#"})
+	st := c.Stats()
+	want := mdclient.Stats{Accepted: 3, NoSubscriber: 3, Failed: 1, Server: srv.TCPAddr(), BytesWritten: st.BytesWritten}
+	if st != want {
+		t.Errorf("stats %+v, want %+v", st, want)
+	}
+	// 3 PUBLISH packets of 2+1+2+7 (topic) +2 (id) +1 (no properties) +5 (content).
+	if st.BytesWritten < 3*19 {
+		t.Errorf("%d bytes written for three publishes", st.BytesWritten)
+	}
+}

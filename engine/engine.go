@@ -41,6 +41,7 @@ type Engine struct {
 	events  chan conn.Event // connections and the cluster actor → engine
 	cancels chan *Request   // context.AfterFunc callbacks → engine: this request's context ended
 	closing chan time.Time  // Close → engine: stop admitting, drain until this deadline
+	stats   chan chan Stats // Stats → engine: a channel for the snapshot
 	sealed  chan struct{}   // Close → engine: closed once no caller can send on in any more
 	quit    chan struct{}   // engine → everyone: closed when Run has returned
 
@@ -52,6 +53,9 @@ type Engine struct {
 	table    []*Request // in-flight requests by packet identifier; slot 0 unused
 	free     []uint16   // packet identifiers not in use on cur
 	live     int        // requests admitted and without an outcome
+	inflight int        // of those, the ones written on cur and not acknowledged
+	counts   Stats      // the cumulative counters of Stats
+	final    Stats      // the last snapshot, written before quit is closed
 	seq      uint64
 	wbuf     []byte    // the batch being encoded
 	spare    []byte    // the other batch buffer, when the writer has given it back
@@ -81,6 +85,7 @@ func New(cfg Config) *Engine {
 		events:  make(chan conn.Event, 64),
 		cancels: make(chan *Request, 64),
 		closing: make(chan time.Time, 1),
+		stats:   make(chan chan Stats),
 		sealed:  make(chan struct{}),
 		quit:    make(chan struct{}),
 		timer:   t,
@@ -148,6 +153,7 @@ func (e *Engine) Seal() { close(e.sealed) }
 // outcome, having closed the connection in use.
 func (e *Engine) Run() error {
 	defer close(e.quit)
+	defer func() { e.final = e.snapshot() }()
 	for {
 		e.pump()
 		e.arm()
@@ -183,6 +189,8 @@ func (e *Engine) Run() error {
 		case now := <-e.timer.C:
 			e.armed = time.Time{}
 			e.expireDue(now)
+		case reply := <-e.stats:
+			reply <- e.snapshot()
 		case e.drainBy = <-e.closing:
 			e.draining = true
 		case <-sealed:
@@ -209,6 +217,7 @@ func (e *Engine) admit(r *Request) {
 	r.seq = e.seq
 	e.seq++
 	e.live++
+	e.counts.Admitted++
 	if _, ok := r.Ctx.Deadline(); !ok {
 		e.dls.push(r)
 	}
@@ -225,6 +234,9 @@ func (e *Engine) admit(r *Request) {
 
 // complete gives r its outcome, once.
 func (e *Engine) complete(r *Request, o Outcome) {
+	if r.state == inFlight {
+		e.inflight--
+	}
 	r.Outcome, r.state = o, done
 	e.live--
 	if r.dlPos != noDeadline {
@@ -266,6 +278,7 @@ func (e *Engine) pump() {
 		e.free = e.free[:len(e.free)-1]
 		p.PacketID = id
 		r.id, r.state, r.written, r.Server = id, inFlight, true, e.server
+		e.inflight++
 		e.table[id] = r
 		e.wbuf = codec.AppendPublish(e.wbuf, &p)
 	}
@@ -280,6 +293,7 @@ func (e *Engine) flush() {
 		return // the connection is ending; its Down event will follow
 	}
 	e.writing = true
+	e.counts.BytesWritten += uint64(len(e.wbuf))
 	e.wbuf, e.spare = e.spare[:0], nil
 }
 
@@ -366,6 +380,7 @@ func (e *Engine) up(c *conn.Conn) {
 		window = min(window, e.cfg.MaxInflight)
 	}
 	e.cur, e.server, e.maxSize = c, c.Endpoint().String(), lim.MaxPacketSize
+	e.counts.Connections++
 	e.table = slices.Grow(e.table[:0], window+1)[:window+1]
 	clear(e.table)
 	e.free = slices.Grow(e.free[:0], window)[:0]
@@ -392,6 +407,7 @@ func (e *Engine) lost(cause error) {
 			continue
 		}
 		r.state = queued
+		e.inflight--
 		resend = append(resend, r)
 	}
 	slices.SortFunc(resend, func(a, b *Request) int { return cmp.Compare(b.seq, a.seq) })
@@ -454,4 +470,32 @@ func (e *Engine) finish() {
 // StringBytes views s as bytes without copying, for fields the codec only reads.
 func StringBytes(s string) []byte {
 	return unsafe.Slice(unsafe.StringData(s), len(s))
+}
+
+// Stats is a snapshot of the engine's state and counters.
+type Stats struct {
+	Admitted     uint64 // requests accepted since the start
+	InFlight     int    // written and not yet acknowledged
+	Queued       int    // accepted and waiting for the wire (including resends)
+	Connections  uint64 // connections made since the start
+	Server       string // the server in use; "" while none is connected
+	BytesWritten uint64 // bytes handed to connections
+}
+
+func (e *Engine) snapshot() Stats {
+	st := e.counts
+	st.InFlight, st.Queued, st.Server = e.inflight, e.live-e.inflight, e.server
+	return st
+}
+
+// Stats returns a snapshot. It asks the engine's goroutine, so it costs a round trip;
+// once Run has returned it gives the final state.
+func (e *Engine) Stats() Stats {
+	reply := make(chan Stats, 1)
+	select {
+	case e.stats <- reply:
+		return <-reply
+	case <-e.quit:
+		return e.final
+	}
 }
