@@ -115,7 +115,7 @@ type Client struct {
 	group   *errgroup.Group
 
 	deliver *deliverer
-	events  chan Event // the cluster actor is its only writer
+	events  chan Event       // the cluster actor is its only writer
 	results [5]atomic.Uint64 // results delivered, indexed by statusIndex
 }
 
