@@ -126,9 +126,9 @@ func WithDrainTimeout(d time.Duration) Option {
 	}
 }
 
-// WithMaxQueued bounds the requests waiting inside the client beyond those in flight;
-// past it, PublishAsync and Publish block until there is room or their context ends
-// (then FAILED with ErrTimeout). Default 16384; values < 1 are ignored.
+// WithMaxQueued bounds the requests waiting inside the client beyond those in flight
+// (at most max(n, 2) wait); past it, PublishAsync and Publish block until there is room or
+// their context ends (then FAILED with ErrTimeout). Default 16384; values < 1 are ignored.
 func WithMaxQueued(n int) Option {
 	return func(o *options) {
 		if n >= 1 {

@@ -21,6 +21,9 @@ import (
 // pings and DISCONNECT (whose reason string is the largest part) arrive.
 const maxIncoming = 1 << 20
 
+// closeGrace bounds the writes of a closing connection: what was sent, then DISCONNECT.
+const closeGrace = 250 * time.Millisecond
+
 var (
 	// ErrClosed is the reason of a connection the client itself closed.
 	ErrClosed = errors.New("connection closed by the client")
@@ -132,7 +135,7 @@ func Dial(ctx context.Context, ep Endpoint, cfg *Config) (*Conn, error) {
 		log:       cfg.Logger,
 		keepAlive: cfg.KeepAlive,
 		writes:    make(chan []byte, 1),
-		ackBufs:   make(chan []codec.Puback, 8),
+		ackBufs:   make(chan []codec.Puback, 64),
 		closing:   make(chan struct{}),
 		stop:      make(chan struct{}),
 		done:      make(chan struct{}),
@@ -314,8 +317,13 @@ func (c *Conn) Send(buf []byte) bool {
 }
 
 // Close writes what was sent, then DISCONNECT, and ends the connection.
+// Writes get closeGrace more, so that a writer stuck on a silent server cannot hold
+// Close up.
 func (c *Conn) Close() {
-	c.closeOnce.Do(func() { close(c.closing) })
+	c.closeOnce.Do(func() {
+		c.nc.SetWriteDeadline(time.Now().Add(closeGrace))
+		close(c.closing)
+	})
 }
 
 // Abort ends the connection at once with err.
@@ -336,10 +344,10 @@ func (c *Conn) shutdown(err error) {
 }
 
 func (c *Conn) closeSocket() {
-	c.nc.Close()
 	if c.wsCancel != nil {
-		c.wsCancel()
+		c.wsCancel() // first: it drops the socket at once, where Close would wait on a stuck write
 	}
+	c.nc.Close()
 }
 
 func (c *Conn) writeLoop(emit func(Event)) {
@@ -364,12 +372,9 @@ func (c *Conn) writeLoop(emit func(Event)) {
 				return
 			}
 		case now := <-tick:
+			// Ping a quiet server, so that its silence means it is gone; the reader's
+			// deadline notices that silence even while a write is stuck.
 			sinceRead := now.Sub(time.Unix(0, c.lastRead.Load()))
-			if sinceRead >= ka*3/2 {
-				c.log.Warn("mdclient: server silent, dropping connection", "server", c.ep.String(), "silent_for", sinceRead.Round(time.Millisecond))
-				c.shutdown(ErrKeepAlive)
-				return
-			}
 			if (sinceRead >= ka/2 || now.Sub(lastWrite) >= ka/2) && now.Sub(lastPing) >= ka/2 {
 				lastPing = now
 				if _, err := c.nc.Write(codec.AppendPingreq(ping[:0])); err != nil {
@@ -398,6 +403,7 @@ func (c *Conn) readLoop(emit func(Event)) error {
 	buf := make([]byte, 0, 32<<10)
 	buf = append(buf, c.leftover...)
 	c.leftover = nil
+	var deadlineSet time.Time
 	for {
 		acks, err := c.parse(&buf)
 		if len(acks) > 0 {
@@ -412,6 +418,14 @@ func (c *Conn) readLoop(emit func(Event)) error {
 		if len(buf) == cap(buf) {
 			buf = append(buf, 0)[:len(buf)]
 		}
+		if ka := c.keepAlive; ka > 0 {
+			// The deadline moves with the reads, at most every ka/8, so that it costs
+			// little; the server is then declared silent after 1.375–1.5 intervals.
+			if now := time.Now(); now.Sub(deadlineSet) >= ka/8 {
+				deadlineSet = now
+				c.nc.SetReadDeadline(now.Add(ka * 3 / 2))
+			}
+		}
 		n, err := c.nc.Read(buf[len(buf):cap(buf)])
 		if n > 0 {
 			c.lastRead.Store(time.Now().UnixNano())
@@ -422,6 +436,12 @@ func (c *Conn) readLoop(emit func(Event)) error {
 			case <-c.stop:
 				return c.err // ended on our side; keep that reason
 			default:
+			}
+			// The read deadline expired (TCP says so; WebSocket reports a cancelled read).
+			if silent := time.Since(time.Unix(0, c.lastRead.Load())); c.keepAlive > 0 && silent >= c.keepAlive*5/4 {
+				c.log.Warn("mdclient: server silent, dropping connection", "server", c.ep.String(),
+					"silent_for", silent.Round(time.Millisecond), "error", err)
+				return ErrKeepAlive
 			}
 			acks, perr := c.parse(&buf)
 			if len(acks) > 0 {

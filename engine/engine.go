@@ -27,10 +27,14 @@ var abandoned = &Request{}
 
 // Config sets an Engine's bounds.
 type Config struct {
-	MaxQueued   int // requests waiting beyond those in flight before Submit blocks; at least 1
+	MaxQueued   int // requests waiting beyond those in flight before Submit blocks: at most max(MaxQueued, 2)
 	MaxInflight int // cap on unacknowledged publishes, below the server's Receive Maximum; 0: none
 	Logger      *slog.Logger
 }
+
+// inCap sizes the input channel. Requests in it count against MaxQueued, so it takes a
+// quarter of the bound, up to admitBatch, and the engine's queue the rest.
+func inCap(maxQueued int) int { return max(1, min(admitBatch, maxQueued/4)) }
 
 // Engine is the actor. Everything below the channels is owned by Run's goroutine.
 type Engine struct {
@@ -46,26 +50,28 @@ type Engine struct {
 	quit    chan struct{}   // engine → everyone: closed when Run has returned
 
 	// Owned by Run.
-	cur      *conn.Conn // the connection in use; nil while none is up
-	server   string     // cur's address
-	maxSize  int        // cur's Maximum Packet Size
-	queue    ring       // requests waiting for the wire, resends first
-	table    []*Request // in-flight requests by packet identifier; slot 0 unused
-	free     []uint16   // packet identifiers not in use on cur
-	live     int        // requests admitted and without an outcome
-	inflight int        // of those, the ones written on cur and not acknowledged
-	counts   Stats      // the cumulative counters of Stats
-	final    Stats      // the last snapshot, written before quit is closed
-	seq      uint64
-	wbuf     []byte    // the batch being encoded
-	spare    []byte    // the other batch buffer, when the writer has given it back
-	writing  bool      // a batch is with cur's writer
-	dls      deadlines // requests on the default publish timeout
-	timer    *time.Timer
-	armed    time.Time // when timer fires; zero when stopped
-	draining bool
-	drainBy  time.Time
-	isSealed bool
+	cur        *conn.Conn // the connection in use; nil while none is up
+	server     string     // cur's address
+	maxSize    int        // cur's Maximum Packet Size
+	queue      ring       // requests waiting for the wire, resends first
+	table      []*Request // in-flight requests by packet identifier; slot 0 unused
+	free       []uint16   // packet identifiers not in use on cur
+	live       int        // requests admitted and without an outcome
+	deadQueued int        // entries of queue whose request already has its outcome
+	inflight   int        // of those, the ones written on cur and not acknowledged
+	counts     Stats      // the cumulative counters of Stats
+	final      Stats      // the last snapshot, written before quit is closed
+	seq        uint64
+	wbuf       []byte     // the batch being encoded
+	batch      []*Request // the requests in wbuf: written once wbuf is handed over
+	spare      []byte     // the other batch buffer, when the writer has given it back
+	writing    bool       // a batch is with cur's writer
+	dls        deadlines  // requests on the default publish timeout
+	timer      *time.Timer
+	armed      time.Time // when timer fires; zero when stopped
+	draining   bool
+	drainBy    time.Time
+	isSealed   bool
 }
 
 // New returns an engine; Run starts it.
@@ -81,7 +87,7 @@ func New(cfg Config) *Engine {
 	return &Engine{
 		cfg:     cfg,
 		log:     cfg.Logger,
-		in:      make(chan *Request, admitBatch),
+		in:      make(chan *Request, inCap(cfg.MaxQueued)),
 		events:  make(chan conn.Event, 64),
 		cancels: make(chan *Request, 64),
 		closing: make(chan time.Time, 1),
@@ -162,7 +168,11 @@ func (e *Engine) Run() error {
 			return nil
 		}
 		in := e.in
-		if !e.draining && e.queue.len() >= e.cfg.MaxQueued {
+		room := max(1, e.cfg.MaxQueued-cap(e.in)) - (e.live - e.inflight)
+		if e.draining {
+			room = admitBatch // everything read is refused now
+		}
+		if room <= 0 {
 			in = nil // backpressure: callers wait in Submit
 		}
 		var sealed <-chan struct{}
@@ -172,7 +182,7 @@ func (e *Engine) Run() error {
 		select {
 		case r := <-in:
 			e.admit(r)
-			for i := 1; i < admitBatch; i++ {
+			for i := 1; i < min(room, admitBatch); i++ {
 				select {
 				case r := <-in:
 					e.admit(r)
@@ -234,8 +244,11 @@ func (e *Engine) admit(r *Request) {
 
 // complete gives r its outcome, once.
 func (e *Engine) complete(r *Request, o Outcome) {
-	if r.state == inFlight {
+	switch r.state {
+	case inFlight:
 		e.inflight--
+	case queued:
+		e.deadQueued++ // its entry stays in the queue until popped or compacted
 	}
 	r.Outcome, r.state = o, done
 	e.live--
@@ -252,13 +265,29 @@ func (e *Engine) complete(r *Request, o Outcome) {
 // pump moves queued requests onto the wire while identifiers are free, and hands the
 // batch to the writer when it is idle.
 func (e *Engine) pump() {
+	if e.deadQueued > 1024 && e.deadQueued > e.queue.len()/2 {
+		e.queue.compact()
+		e.deadQueued = 0
+	}
 	if e.cur == nil {
 		return
 	}
-	for e.queue.len() > 0 && len(e.free) > 0 && (!e.writing || len(e.wbuf) < maxBatchBytes) {
-		r := e.queue.popFront()
-		if r.state == done {
-			continue // its context ended while it waited
+	// Encode a batch; if the writer was idle and took it, encode the next one meanwhile.
+	for {
+		e.encode()
+		if !e.flush() {
+			return
+		}
+	}
+}
+
+// encode moves queued requests into the batch while packet identifiers are free, up to
+// maxBatchBytes, so that no single write holds up the connection for long.
+func (e *Engine) encode() {
+	for e.queue.len() > 0 && len(e.free) > 0 && len(e.wbuf) < maxBatchBytes {
+		r := e.popQueued()
+		if r == nil {
+			continue // its outcome came while it waited
 		}
 		p := codec.Publish{
 			Topic:           r.Topic,
@@ -277,24 +306,42 @@ func (e *Engine) pump() {
 		id := e.free[len(e.free)-1]
 		e.free = e.free[:len(e.free)-1]
 		p.PacketID = id
-		r.id, r.state, r.written, r.Server = id, inFlight, true, e.server
+		r.id, r.state, r.Server = id, inFlight, e.server
 		e.inflight++
 		e.table[id] = r
 		e.wbuf = codec.AppendPublish(e.wbuf, &p)
+		e.batch = append(e.batch, r)
 	}
-	e.flush()
 }
 
-func (e *Engine) flush() {
+// popQueued takes the first entry off the queue: its request, or nil if it already has
+// its outcome.
+func (e *Engine) popQueued() *Request {
+	r := e.queue.popFront()
+	if r.state == done {
+		e.deadQueued--
+		return nil
+	}
+	return r
+}
+
+// flush hands the batch to the writer if it is idle, and reports whether it did.
+func (e *Engine) flush() bool {
 	if e.writing || len(e.wbuf) == 0 || e.cur == nil {
-		return
+		return false
 	}
 	if !e.cur.Send(e.wbuf) {
-		return // the connection is ending; its Down event will follow
+		return false // the connection is ending; its Down event will follow
 	}
 	e.writing = true
 	e.counts.BytesWritten += uint64(len(e.wbuf))
+	for i, r := range e.batch {
+		r.written = true
+		e.batch[i] = nil
+	}
+	e.batch = e.batch[:0]
 	e.wbuf, e.spare = e.spare[:0], nil
+	return true
 }
 
 // arm sets the one timer to the earliest deadline.
@@ -350,8 +397,7 @@ func (e *Engine) handle(ev conn.Event) {
 		e.up(ev.Conn)
 	case ev.Refused != nil:
 		for e.queue.len() > 0 {
-			r := e.queue.popFront()
-			if r.state != done {
+			if r := e.popQueued(); r != nil {
 				r.Cause = ev.Refused
 				e.complete(r, Denied)
 			}
@@ -388,7 +434,8 @@ func (e *Engine) up(c *conn.Conn) {
 		e.free = append(e.free, uint16(id))
 	}
 	e.writing = false
-	e.wbuf = e.wbuf[:0]
+	clear(e.batch)
+	e.wbuf, e.batch = e.wbuf[:0], e.batch[:0]
 }
 
 // lost handles the end of the connection in use: at-least-once messages in flight go to
@@ -415,7 +462,8 @@ func (e *Engine) lost(cause error) {
 		e.queue.pushFront(r)
 	}
 	e.cur, e.server, e.free, e.writing = nil, "", e.free[:0], false
-	e.wbuf = e.wbuf[:0]
+	clear(e.batch)
+	e.wbuf, e.batch = e.wbuf[:0], e.batch[:0]
 	if len(resend) > 0 {
 		e.log.Info("mdclient: resending unacknowledged messages", "count", len(resend), "reason", cause)
 	}
@@ -458,7 +506,7 @@ func (e *Engine) finish() {
 		}
 	}
 	for e.queue.len() > 0 {
-		if r := e.queue.popFront(); r.state != done {
+		if r := e.popQueued(); r != nil {
 			e.complete(r, Closed)
 		}
 	}

@@ -45,6 +45,21 @@ func (q *ring) popFront() *Request {
 	return r
 }
 
+// compact drops the requests that already have their outcome, keeping the order.
+func (q *ring) compact() {
+	n := 0
+	for i := 0; i < q.size; i++ {
+		if r := q.buf[(q.head+i)&(len(q.buf)-1)]; r.state != done {
+			q.buf[(q.head+n)&(len(q.buf)-1)] = r
+			n++
+		}
+	}
+	for i := n; i < q.size; i++ {
+		q.buf[(q.head+i)&(len(q.buf)-1)] = nil
+	}
+	q.size = n
+}
+
 // deadlines holds the requests that run on the client's default publish timeout, in
 // admission order. Their deadlines are admission time plus one constant, so the order is
 // also deadline order (push keeps it so when callers race): the earliest is always at the

@@ -68,3 +68,27 @@ func TestDeadlines(t *testing.T) {
 		t.Fatalf("not empty after removing everything: head %d tail %d", d.head, d.tail)
 	}
 }
+
+func TestRingCompact(t *testing.T) {
+	var q ring
+	reqs := make([]*Request, 100)
+	for i := range reqs {
+		reqs[i] = &Request{seq: uint64(i)}
+		if i%3 == 0 {
+			reqs[i].state = done
+		}
+		q.pushBack(reqs[i])
+	}
+	q.compact()
+	if q.len() != 66 {
+		t.Fatalf("%d left after compaction, want 66", q.len())
+	}
+	for i := range reqs {
+		if i%3 == 0 {
+			continue
+		}
+		if r := q.popFront(); r != reqs[i] {
+			t.Fatalf("order broken at %d: got seq %d", i, r.seq)
+		}
+	}
+}

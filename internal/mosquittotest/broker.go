@@ -5,11 +5,12 @@
 //
 // [Start] writes a throw-away mosquitto configuration (plus password and ACL
 // files) into t.TempDir(), starts /usr/sbin/mosquitto with one plain MQTT
-// listener and one WebSocket listener, both bound to 127.0.0.1 on free ports,
-// and waits until both listeners accept TCP connections. The broker is killed
-// by t.Cleanup. The returned [Broker] can be killed, restarted on the same
-// ports, and frozen/unfrozen with SIGSTOP/SIGCONT to simulate an unresponsive
-// server.
+// listener and one WebSocket listener, both bound to 127.0.0.1 on free ports
+// (plus, when [Config].TLS names certificate files, one MQTT-over-TLS and one
+// secure WebSocket listener), and waits until every listener accepts TCP
+// connections. The broker is killed by t.Cleanup. The returned [Broker] can be
+// killed, restarted on the same ports, and frozen/unfrozen with SIGSTOP/SIGCONT
+// to simulate an unresponsive server.
 //
 // [Broker.Subscribe] runs mosquitto_sub as an independent MQTT 5 subscriber
 // and parses what it receives into [Msg] values; [Broker.Publish] runs
@@ -84,6 +85,20 @@ type Config struct {
 	// configuration, before the listener lines; for example
 	// "log_type all\n" or "max_packet_size 1000\n".
 	Extra string
+
+	// TLS, when non-nil, adds two listeners on free ports of 127.0.0.1
+	// secured with its certificate: MQTT over TLS ([Broker.TLSAddr]) and
+	// MQTT over secure WebSocket ([Broker.WSSAddr]).
+	TLS *TLSFiles
+}
+
+// TLSFiles names the PEM files of a TLS listener. mosquitto reads them when
+// it starts (as root in the tests: see the package documentation), so they
+// must stay in place until the broker is killed; t.TempDir() is a good home.
+type TLSFiles struct {
+	CAFile   string // the CA certificate(s): mosquitto's cafile
+	CertFile string // the server's certificate (chain): certfile
+	KeyFile  string // the server's private key, unencrypted: keyfile
 }
 
 // Broker is a running (or killed) mosquitto process started by [Start].
@@ -94,9 +109,13 @@ type Broker struct {
 	confPath string
 	logPath  string
 
+	tls *TLSFiles // nil: no TLS listeners
+
 	mu      sync.Mutex
 	tcpPort int
 	wsPort  int
+	tlsPort int      // 0 without TLS
+	wssPort int      // 0 without TLS
 	proc    *process // nil before the first start
 }
 
@@ -126,8 +145,9 @@ func (p *process) kill() {
 }
 
 // Start starts a mosquitto broker configured by cfg, with an MQTT listener
-// and a WebSocket listener on free ports of 127.0.0.1. It returns once both
-// listeners accept TCP connections, and registers a t.Cleanup that kills the
+// and a WebSocket listener on free ports of 127.0.0.1 (and, with cfg.TLS, an
+// MQTT-over-TLS and a secure WebSocket listener too). It returns once every
+// listener accepts TCP connections, and registers a t.Cleanup that kills the
 // broker and waits for it to exit (logging the broker's output if the test
 // failed). If mosquitto is not installed, the test is skipped, or failed when
 // the environment variable CI is non-empty.
@@ -140,6 +160,10 @@ func Start(t testing.TB, cfg Config) *Broker {
 		dir:      dir,
 		confPath: filepath.Join(dir, "mosquitto.conf"),
 		logPath:  filepath.Join(dir, "mosquitto.log"),
+		tls:      cfg.TLS,
+	}
+	if cfg.TLS != nil && (cfg.TLS.CAFile == "" || cfg.TLS.CertFile == "" || cfg.TLS.KeyFile == "") {
+		t.Fatalf("mosquittotest: Config.TLS needs CAFile, CertFile and KeyFile: %+v", *cfg.TLS)
 	}
 	general, err := writeAuthFiles(dir, cfg)
 	if err != nil {
@@ -156,12 +180,19 @@ func Start(t testing.TB, cfg Config) *Broker {
 	// mosquitto binds it; in that case mosquitto exits and we try new ports.
 	const attempts = 5
 	for i := 1; ; i++ {
-		tcpPort, wsPort, err := freePorts()
+		n := 2
+		if b.tls != nil {
+			n = 4
+		}
+		ports, err := freePortList(n)
 		if err != nil {
 			t.Fatalf("mosquittotest: picking ports: %v", err)
 		}
 		b.mu.Lock()
-		b.tcpPort, b.wsPort = tcpPort, wsPort
+		b.tcpPort, b.wsPort = ports[0], ports[1]
+		if b.tls != nil {
+			b.tlsPort, b.wssPort = ports[2], ports[3]
+		}
 		err = b.writeConfig(general)
 		if err == nil {
 			err = b.startLocked(time.Now().Add(readyTimeout))
@@ -264,23 +295,27 @@ func (b *Broker) writeConfig(general string) error {
 	// Without socket_domain ipv4 a websockets listener binds every
 	// interface regardless of the address given here.
 	fmt.Fprintf(&conf, "\nlistener %d 127.0.0.1\nprotocol websockets\nsocket_domain ipv4\n", b.wsPort)
+	if b.tls != nil {
+		files := fmt.Sprintf("cafile %s\ncertfile %s\nkeyfile %s\n", b.tls.CAFile, b.tls.CertFile, b.tls.KeyFile)
+		fmt.Fprintf(&conf, "\nlistener %d 127.0.0.1\n%s", b.tlsPort, files)
+		fmt.Fprintf(&conf, "\nlistener %d 127.0.0.1\nprotocol websockets\nsocket_domain ipv4\n%s", b.wssPort, files)
+	}
 	return os.WriteFile(b.confPath, []byte(conf.String()), 0o600)
 }
 
-// freePorts returns two distinct ports that were free on 127.0.0.1 a moment
+// freePortList returns n distinct ports that were free on 127.0.0.1 a moment
 // ago.
-func freePorts() (int, int, error) {
-	l1, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, 0, err
+func freePortList(n int) ([]int, error) {
+	ports := make([]int, 0, n)
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		defer l.Close()
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
-	defer l1.Close()
-	l2, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, 0, err
-	}
-	defer l2.Close()
-	return l1.Addr().(*net.TCPAddr).Port, l2.Addr().(*net.TCPAddr).Port, nil
+	return ports, nil
 }
 
 // startLocked starts mosquitto with the current configuration and waits
@@ -290,8 +325,12 @@ func (b *Broker) startLocked(deadline time.Time) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(logFile, "--- mosquittotest: starting %s -c %s (mqtt %d, websockets %d)\n",
-		b.bin, b.confPath, b.tcpPort, b.wsPort)
+	tlsPorts := ""
+	if b.tls != nil {
+		tlsPorts = fmt.Sprintf(", tls %d, wss %d", b.tlsPort, b.wssPort)
+	}
+	fmt.Fprintf(logFile, "--- mosquittotest: starting %s -c %s (mqtt %d, websockets %d%s)\n",
+		b.bin, b.confPath, b.tcpPort, b.wsPort, tlsPorts)
 	cmd := exec.Command(b.bin, "-c", b.confPath)
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
@@ -308,6 +347,9 @@ func (b *Broker) startLocked(deadline time.Time) error {
 	b.proc = p
 
 	addrs := []string{b.tcpHostPort(), b.wsHostPort()}
+	if b.tls != nil {
+		addrs = append(addrs, b.tlsHostPort(), b.wssHostPort())
+	}
 	for {
 		ready := true
 		for _, a := range addrs {
@@ -349,6 +391,42 @@ func acceptsConnections(addr string) bool {
 
 func (b *Broker) tcpHostPort() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(b.tcpPort)) }
 func (b *Broker) wsHostPort() string  { return net.JoinHostPort("127.0.0.1", strconv.Itoa(b.wsPort)) }
+func (b *Broker) tlsHostPort() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(b.tlsPort)) }
+func (b *Broker) wssHostPort() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(b.wssPort)) }
+
+// TLSAddr returns the URL of the MQTT-over-TLS listener,
+// "tls://127.0.0.1:PORT", or "" when Config.TLS was nil. Its certificate is
+// Config.TLS.CertFile; clients must trust Config.TLS.CAFile.
+func (b *Broker) TLSAddr() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.tls == nil {
+		return ""
+	}
+	return "tls://" + b.tlsHostPort()
+}
+
+// WSSAddr returns the URL of the secure WebSocket listener,
+// "wss://127.0.0.1:PORT/mqtt", or "" when Config.TLS was nil.
+func (b *Broker) WSSAddr() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.tls == nil {
+		return ""
+	}
+	return "wss://" + b.wssHostPort() + "/mqtt"
+}
+
+// TLSHostPort returns "127.0.0.1:PORT" of the MQTT-over-TLS listener, for
+// tls.Dial, or "" when Config.TLS was nil.
+func (b *Broker) TLSHostPort() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.tls == nil {
+		return ""
+	}
+	return b.tlsHostPort()
+}
 
 // TCPAddr returns the URL of the plain MQTT listener, "tcp://127.0.0.1:PORT".
 func (b *Broker) TCPAddr() string {

@@ -1,0 +1,1042 @@
+package mdclient_test
+
+// Failover against real mosquitto processes (issue 3): a server killed mid-stream, every
+// server killed and one restarted, servers that refuse the entitlement token. See
+// docs/reliability.md for what each test proves and how to run it.
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mdclient/mdclient"
+	"github.com/mdclient/mdclient/internal/mosquittotest"
+)
+
+// Log messages of the client that these tests look for.
+const (
+	foMsgResend        = "mdclient: resending unacknowledged messages"
+	foMsgConnectFailed = "mdclient: connect failed"
+)
+
+// foNode starts a mosquitto with the publisher "pub" (password pubPassword) and the
+// subscriber "sub" (password subPassword), no ACL, a Receive Maximum of 1000, and no limit
+// on the messages it queues for a slow subscriber: with mosquitto's default
+// (max_queued_messages 1000) a subscriber that falls behind loses messages that the
+// publisher saw acknowledged, which would be mosquitto's loss, not the client's.
+func foNode(t *testing.T, pubPassword string) *mosquittotest.Broker {
+	t.Helper()
+	return mosquittotest.Start(t, mosquittotest.Config{
+		Users:       map[string]string{"pub": pubPassword, "sub": subPassword},
+		MaxInflight: 1000,
+		Extra:       "max_queued_messages 0\n",
+	})
+}
+
+// foLog records the client's log records, for the tests to check what it did.
+type foLog struct {
+	mu   sync.Mutex
+	recs []foRecord
+}
+
+type foRecord struct {
+	Time  time.Time
+	Level slog.Level
+	Msg   string
+	Attrs map[string]any
+}
+
+func (l *foLog) logger() *slog.Logger { return slog.New(&foHandler{log: l}) }
+
+// find returns the records with message msg, in the order they were logged.
+func (l *foLog) find(msg string) []foRecord {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []foRecord
+	for _, r := range l.recs {
+		if r.Msg == msg {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func (l *foLog) dump() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var b strings.Builder
+	for _, r := range l.recs {
+		fmt.Fprintf(&b, "  %s %s %q %v\n", r.Time.Format("15:04:05.000"), r.Level, r.Msg, r.Attrs)
+	}
+	return b.String()
+}
+
+type foHandler struct {
+	log   *foLog
+	attrs []slog.Attr
+}
+
+func (h *foHandler) Enabled(context.Context, slog.Level) bool { return true }
+
+func (h *foHandler) Handle(_ context.Context, r slog.Record) error {
+	rec := foRecord{Time: r.Time, Level: r.Level, Msg: r.Message, Attrs: map[string]any{}}
+	for _, a := range h.attrs {
+		rec.Attrs[a.Key] = a.Value.Resolve().Any()
+	}
+	r.Attrs(func(a slog.Attr) bool {
+		rec.Attrs[a.Key] = a.Value.Resolve().Any()
+		return true
+	})
+	h.log.mu.Lock()
+	h.log.recs = append(h.log.recs, rec)
+	h.log.mu.Unlock()
+	return nil
+}
+
+func (h *foHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return &foHandler{log: h.log, attrs: append(append([]slog.Attr(nil), h.attrs...), as...)}
+}
+
+func (h *foHandler) WithGroup(string) slog.Handler { return h }
+
+// foInt reads an integer attribute.
+func foInt(v any) (int64, bool) {
+	switch n := v.(type) {
+	case int64:
+		return n, true
+	case int:
+		return int64(n), true
+	case uint64:
+		return int64(n), true
+	}
+	return 0, false
+}
+
+// foTimedEvent is an Event and when the test read it.
+type foTimedEvent struct {
+	mdclient.Event
+	At time.Time
+}
+
+func foEventsString(evs []foTimedEvent) string {
+	var b strings.Builder
+	for _, ev := range evs {
+		fmt.Fprintf(&b, "  %s %s %s %v\n", ev.At.Format("15:04:05.000"), ev.Type, ev.Server, ev.Err)
+	}
+	return b.String()
+}
+
+// foPort returns the port of a server address as the client names it
+// ("tcp://127.0.0.1:P" or "ws://127.0.0.1:P/mqtt").
+func foPort(t *testing.T, addr string) int {
+	t.Helper()
+	u, err := url.Parse(addr)
+	if err != nil {
+		t.Fatalf("server address %q: %v", addr, err)
+	}
+	p, err := strconv.Atoi(u.Port())
+	if err != nil {
+		t.Fatalf("server address %q: %v", addr, err)
+	}
+	return p
+}
+
+// foUnreadBytes returns how many bytes this process has sent to the server listening on
+// port that the server has not read yet: the receive queues (Linux /proc/net/tcp*) of the
+// server's ends of this process's established connections to port. While mosquitto is
+// stopped (SIGSTOP) everything the client writes stays there, so it tells that publishes
+// were written and are in flight, without guessing with a sleep.
+func foUnreadBytes(port int) (int, error) {
+	ours := map[string]bool{} // socket inodes of this process
+	dir := "/proc/self/fd"
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, err
+	}
+	for _, e := range ents {
+		link, err := os.Readlink(filepath.Join(dir, e.Name()))
+		if err != nil {
+			continue // closed meanwhile
+		}
+		if inode, ok := strings.CutPrefix(link, "socket:["); ok {
+			ours[strings.TrimSuffix(inode, "]")] = true
+		}
+	}
+	type sock struct {
+		local, remote int
+		rx            int
+		inode         string
+	}
+	var socks []sock
+	for _, name := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		f, err := os.Open(name)
+		if err != nil {
+			if name == "/proc/net/tcp6" {
+				continue
+			}
+			return 0, err
+		}
+		sc := bufio.NewScanner(f)
+		sc.Scan() // header
+		for sc.Scan() {
+			fs := strings.Fields(sc.Text())
+			if len(fs) < 10 || fs[3] != "01" { // 01: ESTABLISHED
+				continue
+			}
+			port := func(addr string) int {
+				_, p, _ := strings.Cut(addr, ":")
+				n, _ := strconv.ParseInt(p, 16, 32)
+				return int(n)
+			}
+			_, rxHex, _ := strings.Cut(fs[4], ":")
+			rx, _ := strconv.ParseInt(rxHex, 16, 64)
+			socks = append(socks, sock{local: port(fs[1]), remote: port(fs[2]), rx: int(rx), inode: fs[9]})
+		}
+		err = sc.Err()
+		f.Close()
+		if err != nil {
+			return 0, err
+		}
+	}
+	clientPorts := map[int]bool{}
+	for _, s := range socks {
+		if ours[s.inode] && s.remote == port {
+			clientPorts[s.local] = true
+		}
+	}
+	total := 0
+	for _, s := range socks {
+		if s.local == port && clientPorts[s.remote] && !ours[s.inode] {
+			total += s.rx
+		}
+	}
+	return total, nil
+}
+
+// foPublishLen is the size of an MQTT 5 QoS 1 PUBLISH without properties.
+func foPublishLen(topic string, payload int) int {
+	rem := 2 + len(topic) + 2 + 1 + payload
+	n := 2
+	for r := rem; r >= 128; r /= 128 {
+		n++
+	}
+	return n - 1 + rem
+}
+
+// foSeen collects what the mosquitto_sub subscribers of a test received: message ids
+// (the payload, 4 bytes big-endian) per node.
+type foSeen struct {
+	mu      sync.Mutex
+	byNode  [][]bool // [node][id]
+	count   []int    // [id] receipts over all nodes, duplicates included
+	nodeN   []int    // distinct ids per node
+	all     int      // distinct ids over all nodes
+	bad     []string // payloads that were no id of this test
+	changed chan struct{}
+}
+
+func newFoSeen(nodes, n int) *foSeen {
+	s := &foSeen{byNode: make([][]bool, nodes), count: make([]int, n), nodeN: make([]int, nodes), changed: make(chan struct{}, 1)}
+	for i := range s.byNode {
+		s.byNode[i] = make([]bool, n)
+	}
+	return s
+}
+
+// drain records every message of sub as received on node, until sub is closed.
+func (s *foSeen) drain(node int, sub *mosquittotest.Sub) {
+	for m := range sub.Messages() {
+		s.record(node, m.Payload, m.Topic)
+	}
+}
+
+// record notes a message received on node.
+func (s *foSeen) record(node int, payload []byte, topic string) {
+	s.mu.Lock()
+	if len(payload) == 4 && int(binary.BigEndian.Uint32(payload)) < len(s.count) {
+		id := binary.BigEndian.Uint32(payload)
+		if s.count[id] == 0 {
+			s.all++
+		}
+		s.count[id]++
+		if !s.byNode[node][id] {
+			s.byNode[node][id] = true
+			s.nodeN[node]++
+		}
+	} else if len(s.bad) < 10 {
+		s.bad = append(s.bad, fmt.Sprintf("%q on %q", payload, topic))
+	}
+	s.mu.Unlock()
+	select {
+	case s.changed <- struct{}{}:
+	default:
+	}
+}
+
+func (s *foSeen) distinctAll() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.all
+}
+
+func (s *foSeen) distinct(node int) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.nodeN[node]
+}
+
+// missing returns the ids in want that no subscriber received.
+func (s *foSeen) missing(want []int) []int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []int
+	for _, id := range want {
+		if s.count[id] == 0 {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// waitAll waits until every id in want was received by some subscriber, or until d has
+// passed, and returns the ids still missing.
+func (s *foSeen) waitAll(want []int, d time.Duration) []int {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for {
+		miss := s.missing(want)
+		if len(miss) == 0 {
+			return nil
+		}
+		select {
+		case <-s.changed:
+		case <-timer.C:
+			return s.missing(want)
+		}
+	}
+}
+
+// foStream publishes messages 0, 1, ... at a steady rate, each with its number as a 4-byte
+// big-endian payload and prefix+number as closure, all results to one channel.
+type foStream struct {
+	sent   atomic.Int64       // requests handed to PublishAsync so far
+	pause  chan chan struct{} // Pause → producer: hold until this channel is closed
+	stop   chan struct{}      // closed to end the stream early
+	done   chan struct{}      // closed when the producer has returned
+	finish func()             // stops the producer and waits for it; idempotent
+}
+
+// startFoStream starts publishing n messages (or until d has passed, when d > 0) at rate
+// per second, bounded by ctx. When the test ends the producer is stopped, its requests'
+// context cancelled (so that it cannot stay blocked in PublishAsync), and it is awaited.
+func startFoStream(t *testing.T, c *mdclient.Client, ctx context.Context, topic, prefix string, rate float64, n int, d time.Duration, results chan mdclient.PublishResult) *foStream {
+	s := &foStream{pause: make(chan chan struct{}), stop: make(chan struct{}), done: make(chan struct{})}
+	ctx, cancel := context.WithCancel(ctx)
+	var once sync.Once
+	s.finish = func() {
+		once.Do(func() {
+			close(s.stop)
+			cancel()
+		})
+		<-s.done
+	}
+	t.Cleanup(s.finish) // cleanups run last-in first-out: before the client's Close
+	go func() {
+		defer close(s.done)
+		tick := time.NewTicker(2 * time.Millisecond)
+		defer tick.Stop()
+		start := time.Now()
+		for i := 0; i < n; {
+			if d > 0 && time.Since(start) >= d {
+				return
+			}
+			due := min(n, int(time.Since(start).Seconds()*rate)+1)
+			for ; i < due; i++ {
+				payload := make([]byte, 4)
+				binary.BigEndian.PutUint32(payload, uint32(i))
+				c.PublishAsync(ctx, mdclient.PublishRequest{
+					Message: mdclient.Message{Subject: topic, Content: payload, Closure: prefix + strconv.Itoa(i)},
+					Result:  results,
+				})
+				s.sent.Store(int64(i + 1))
+			}
+			select {
+			case <-tick.C:
+			case resume := <-s.pause:
+				select {
+				case <-resume:
+				case <-s.stop:
+					return
+				}
+				// Carry on at the same rate, without a burst to make up for the pause.
+				start = time.Now().Add(-time.Duration(float64(i) / rate * float64(time.Second)))
+			case <-s.stop:
+				return
+			}
+		}
+	}()
+	return s
+}
+
+// Pause holds the producer between two requests and returns the function that lets it
+// go on. It reports false if the stream has ended.
+func (s *foStream) Pause() (resume func(), ok bool) {
+	ch := make(chan struct{})
+	select {
+	case s.pause <- ch:
+		return func() { close(ch) }, true
+	case <-s.done:
+		return func() {}, false
+	}
+}
+
+// TestFailoverKill: three mosquitto nodes, a steady stream of QoSGuaranteed publishes, and
+// the node in use is killed (SIGKILL) mid-stream. Every request gets exactly one result,
+// every message reported OK reached a subscriber, publishing resumes on another node
+// within a second, Events reports the change, and the messages in flight were resent.
+//
+// Just before the kill, two things make the outcome depend on the client alone:
+//   - the stream pauses for a moment until the node's subscriber has received every
+//     message sent so far: mosquitto acknowledges a message before it has written it to a
+//     subscriber whose window is full, and a SIGKILL loses what it still holds, which
+//     would be mosquitto's loss, not the client's;
+//   - the node is frozen (SIGSTOP) and the stream resumes until this process's
+//     connection has publishes written to it and unread, so that messages are in flight
+//     when it dies whatever the scheduling; a node killed between two acknowledgements
+//     would leave nothing to resend.
+func TestFailoverKill(t *testing.T) {
+	const (
+		n         = 30000
+		rate      = 6000 // publishes per second: well within what one mosquitto_sub can print
+		killAfter = 6000 // OK results before the kill
+		topic     = "failover/stream"
+	)
+	nodes := []*mosquittotest.Broker{foNode(t, allowToken), foNode(t, allowToken), foNode(t, allowToken)}
+	servers := []string{nodes[0].WSAddr(), nodes[1].TCPAddr(), nodes[2].WSAddr()}
+	index := map[string]int{}
+	for i, s := range servers {
+		index[s] = i
+	}
+
+	seen := newFoSeen(len(nodes), n)
+	var drains sync.WaitGroup
+	t.Cleanup(drains.Wait) // runs after the subscribers' own cleanups have closed them
+	for i, b := range nodes {
+		sub := b.Subscribe(t, "sub", subPassword, "failover/#")
+		drains.Add(1)
+		go func() {
+			defer drains.Done()
+			seen.drain(i, sub)
+		}()
+	}
+
+	log := &foLog{}
+	c := newClient(t, allowToken, servers, mdclient.WithUsername("pub"), mdclient.WithLogger(log.logger()))
+	ctx := ctxTimeout(t, 90*time.Second)
+	results := make(chan mdclient.PublishResult, 4096)
+	stream := startFoStream(t, c, ctx, topic, "fo-", rate, n, 0, results)
+
+	const (
+		streaming = iota
+		catchingUp
+		stopped
+		killed
+	)
+	var (
+		phase      = streaming
+		got        = make([]uint8, n)
+		server     = make([]string, n)
+		status     = map[mdclient.Status]int{}
+		okFrom     = map[string]int{}
+		okIDs      []int
+		received   int
+		events     []foTimedEvent
+		victim     = -1
+		resume     func()
+		phaseEnd   time.Time
+		caughtUp   bool
+		pausedAt   time.Time
+		stopAt     time.Time
+		killAt     time.Time
+		unread     int
+		resumedAt  time.Time
+		resumedOn  string
+		lastServer string
+		failures   []string
+	)
+	inflightMin := 50 * foPublishLen(topic, 4)
+	poll := time.NewTicker(time.Millisecond)
+	defer poll.Stop()
+	// Generous bounds: on a loaded machine mosquitto_sub falls seconds behind the stream.
+	const catchUpWithin = 20 * time.Second
+	deadline := time.NewTimer(60 * time.Second)
+	defer deadline.Stop()
+	for received < n {
+		select {
+		case r := <-results:
+			received++
+			id, err := strconv.Atoi(strings.TrimPrefix(r.Closure, "fo-"))
+			if err != nil || id < 0 || id >= n || !strings.HasPrefix(r.Closure, "fo-") {
+				t.Fatalf("result with unknown closure %q: %+v", r.Closure, r)
+			}
+			got[id]++
+			if got[id] > 1 {
+				t.Fatalf("closure %s: a second result %+v (first from %s)", r.Closure, r, server[id])
+			}
+			server[id] = r.Server
+			status[r.Status]++
+			if r.Status != mdclient.NotifyPublishOK {
+				if len(failures) < 10 {
+					failures = append(failures, fmt.Sprintf("%s: %s %v (server %q)", r.Closure, r.Status, r.Err, r.Server))
+				}
+				continue
+			}
+			if _, ok := index[r.Server]; !ok {
+				t.Fatalf("closure %s: OK from unknown server %q", r.Closure, r.Server)
+			}
+			okFrom[r.Server]++
+			okIDs = append(okIDs, id)
+			lastServer = r.Server
+			if phase == killed && resumedAt.IsZero() && r.Server != servers[victim] {
+				resumedAt, resumedOn = time.Now(), r.Server
+			}
+		case ev := <-c.Events():
+			events = append(events, foTimedEvent{ev, time.Now()})
+		case <-poll.C:
+		case <-deadline.C:
+			t.Fatalf("%d of %d results after 60 s (phase %d); statuses %v\nevents:\n%s", received, n, phase, status, foEventsString(events))
+		}
+
+		switch phase {
+		case streaming:
+			if len(okIDs) >= killAfter {
+				var ok bool
+				if resume, ok = stream.Pause(); !ok {
+					t.Fatal("the stream ended before the kill")
+				}
+				victim, pausedAt = index[lastServer], time.Now()
+				phase, phaseEnd = catchingUp, pausedAt.Add(catchUpWithin)
+			}
+		case catchingUp:
+			// Everything sent so far went to the victim, the only node used yet.
+			caughtUp = seen.distinct(victim) >= int(stream.sent.Load())
+			if caughtUp || time.Now().After(phaseEnd) {
+				if !caughtUp {
+					t.Logf("the subscriber of %s has %d of the %d messages sent after %v (OK from it: %d); freezing it anyway",
+						servers[victim], seen.distinct(victim), stream.sent.Load(), catchUpWithin, okFrom[servers[victim]])
+				}
+				nodes[victim].Stop()
+				stopAt = time.Now()
+				resume()
+				phase, phaseEnd = stopped, stopAt.Add(5*time.Second)
+			}
+		case stopped:
+			u, err := foUnreadBytes(foPort(t, servers[victim]))
+			if err != nil {
+				t.Fatalf("reading the socket queues: %v", err)
+			}
+			unread = u
+			if unread >= inflightMin || time.Now().After(phaseEnd) {
+				if unread < inflightMin {
+					t.Errorf("only %d bytes written to the frozen node %s within 5 s, want ≥ %d", unread, servers[victim], inflightMin)
+				}
+				killAt = time.Now()
+				nodes[victim].Kill()
+				phase = killed
+			}
+		}
+	}
+	// Events that came with the last results.
+	for more := true; more; {
+		select {
+		case ev := <-c.Events():
+			events = append(events, foTimedEvent{ev, time.Now()})
+		default:
+			more = false
+		}
+	}
+	if phase != killed {
+		t.Fatalf("the stream ended before the kill (phase %d, %d OK)", phase, len(okIDs))
+	}
+	killedAddr := servers[victim]
+	t.Logf("killed %s after %d OK: stream paused %v (subscriber caught up: %v), node frozen %v with %d bytes unread; resumed on %s after %v",
+		killedAddr, killAfter, stopAt.Sub(pausedAt).Round(time.Millisecond), caughtUp, killAt.Sub(stopAt).Round(time.Millisecond), unread,
+		resumedOn, resumedAt.Sub(killAt).Round(time.Millisecond))
+	t.Logf("statuses %v; OK per server %v", status, okFrom)
+
+	// Exactly one result each: a second one failed above; none missing.
+	for id, k := range got {
+		if k != 1 {
+			t.Fatalf("closure fo-%d: %d results", id, k)
+		}
+	}
+	if status[mdclient.NotifyPublishOK] != n {
+		t.Errorf("%d of %d OK, statuses %v; first others:\n  %s", status[mdclient.NotifyPublishOK], n, status, strings.Join(failures, "\n  "))
+	}
+
+	// Publishing resumed on another node within a second of the kill.
+	if resumedAt.IsZero() {
+		t.Errorf("no OK from another server after the kill of %s", killedAddr)
+	} else if d := resumedAt.Sub(killAt); d > time.Second {
+		t.Errorf("first OK from another server (%s) %v after the kill, want ≤ 1 s", resumedOn, d)
+	}
+
+	// NOTIFY_SERVER_DOWN for the killed node, then NOTIFY_SERVER_UP for another.
+	down := -1
+	for i, ev := range events {
+		if ev.Type == mdclient.NotifyServerDown && ev.Server == killedAddr && !ev.At.Before(killAt) {
+			down = i
+			break
+		}
+	}
+	up := -1
+	for i := down + 1; down >= 0 && i < len(events); i++ {
+		if events[i].Type == mdclient.NotifyServerUp && events[i].Server != killedAddr {
+			up = i
+			break
+		}
+	}
+	if down < 0 || up < 0 {
+		t.Errorf("want NOTIFY_SERVER_DOWN for %s then NOTIFY_SERVER_UP for another; events:\n%s", killedAddr, foEventsString(events))
+	} else if events[down].Err == nil {
+		t.Errorf("NOTIFY_SERVER_DOWN for %s without a reason", killedAddr)
+	}
+
+	// The messages in flight on the killed node were sent again.
+	var resent int64
+	for _, r := range log.find(foMsgResend) {
+		if r.Time.Before(stopAt) {
+			continue
+		}
+		k, ok := foInt(r.Attrs["count"])
+		if !ok {
+			t.Errorf("%q record with count %v (%T)", foMsgResend, r.Attrs["count"], r.Attrs["count"])
+		}
+		resent += k
+	}
+	if resent <= 0 {
+		t.Errorf("no %q record with count > 0 after the kill; client log:\n%s", foMsgResend, log.dump())
+	}
+
+	// Zero acknowledged loss: every message reported OK reached some subscriber.
+	if miss := seen.waitAll(okIDs, 40*time.Second); len(miss) > 0 {
+		var b strings.Builder
+		for _, id := range miss[:min(len(miss), 10)] {
+			fmt.Fprintf(&b, "  fo-%d acknowledged by %s\n", id, server[id])
+		}
+		t.Errorf("%d messages reported OK reached no subscriber (subscriber of the killed node caught up before the freeze: %v); first:\n%s",
+			len(miss), caughtUp, b.String())
+	}
+	seen.mu.Lock()
+	dups := 0
+	for _, k := range seen.count {
+		if k > 1 {
+			dups++
+		}
+	}
+	bad := seen.bad
+	seen.mu.Unlock()
+	if len(bad) > 0 {
+		t.Errorf("subscribers received messages that are none of ours: %v", bad)
+	}
+	t.Logf("resent %d; %d messages received twice (resends of messages the killed node had routed)", resent, dups)
+
+	select {
+	case r := <-results:
+		t.Errorf("a result beyond the %d requests: %+v", n, r)
+	default:
+	}
+}
+
+// TestAllServersDown: every node of the cluster dies, then one comes back. Requests wait,
+// each bounded by its own context: those whose context ends before any node is back get
+// NOTIFY_PUBLISH_TIMEOUT if they had been written (to the node that died with them in
+// flight) and NOTIFY_PUBLISH_FAILED wrapping ErrTimeout and ErrNoServers if they never
+// were; those with time left go out once a node is restarted.
+func TestAllServersDown(t *testing.T) {
+	const (
+		nWritten = 20
+		nExpired = 20
+		nWaiting = 20
+	)
+	nodes := []*mosquittotest.Broker{foNode(t, allowToken), foNode(t, allowToken)}
+	servers := []string{nodes[0].TCPAddr(), nodes[1].WSAddr()}
+	log := &foLog{}
+	// Start on the TCP node alone, so that the bytes waiting in its socket are exactly the
+	// publishes written to it (WebSocket framing would blur the count), then give the client
+	// the whole cluster: the live connection is kept until it fails.
+	c := newClient(t, allowToken, servers[:1], mdclient.WithUsername("pub"), mdclient.WithLogger(log.logger()),
+		mdclient.WithReconnectTimeInterval(20*time.Millisecond), mdclient.WithReconnectMaxDelay(100*time.Millisecond))
+	var events []foTimedEvent
+	nextEvent := func(d time.Duration, match func(mdclient.Event) bool) bool {
+		timer := time.NewTimer(d)
+		defer timer.Stop()
+		for {
+			select {
+			case ev := <-c.Events():
+				events = append(events, foTimedEvent{ev, time.Now()})
+				if match(ev) {
+					return true
+				}
+			case <-timer.C:
+				return false
+			}
+		}
+	}
+	// Collects n results from ch within d, and checks each.
+	collect := func(name string, ch <-chan mdclient.PublishResult, n int, d time.Duration, check func(mdclient.PublishResult, time.Time)) {
+		t.Helper()
+		timer := time.NewTimer(d)
+		defer timer.Stop()
+		for i := range n {
+			select {
+			case r := <-ch:
+				check(r, time.Now())
+			case <-timer.C:
+				t.Fatalf("%s: %d of %d results within %v", name, i, n, d)
+			}
+		}
+	}
+
+	first := <-c.PublishAsync(ctxTimeout(t, 10*time.Second), mdclient.PublishRequest{Message: mdclient.Message{Subject: "alldown/first"}})
+	wantStatus(t, first.Status, first.Err, mdclient.NotifyPublishNoSubscriber, mdclient.ErrNoSubscriber)
+	if first.Server != servers[0] {
+		t.Fatalf("answer from %q, want %s", first.Server, servers[0])
+	}
+	if err := c.SetServers(servers); err != nil {
+		t.Fatal(err)
+	}
+	cur, other := 0, 1
+
+	// Freeze it and write messages to it that it will never acknowledge.
+	nodes[cur].Stop()
+	writtenBy := time.Now().Add(2 * time.Second)
+	wctx, wcancel := context.WithDeadline(context.Background(), writtenBy)
+	defer wcancel()
+	written := make(chan mdclient.PublishResult, nWritten)
+	for i := range nWritten {
+		c.PublishAsync(wctx, mdclient.PublishRequest{Result: written, Message: mdclient.Message{
+			Subject: "alldown/written", Content: []byte{0, 0, 0, byte(i)}, Closure: "w" + strconv.Itoa(i)}})
+	}
+	want := nWritten * foPublishLen("alldown/written", 4)
+	for poll := time.NewTicker(2 * time.Millisecond); ; {
+		u, err := foUnreadBytes(foPort(t, servers[cur]))
+		if err != nil {
+			t.Fatalf("reading the socket queues: %v", err)
+		}
+		if u >= want {
+			poll.Stop()
+			break
+		}
+		if time.Until(writtenBy) < time.Second {
+			t.Fatalf("only %d of ≥ %d bytes written to the frozen node before the deadline", u, want)
+		}
+		<-poll.C
+	}
+
+	// Kill every node, the one in use last so that the client cannot fail over.
+	nodes[other].Kill()
+	nodes[cur].Kill()
+	killedAt := time.Now()
+	// The client notices: the lost connection and the failed attempt on the other node.
+	for _, s := range []string{servers[cur], servers[other]} {
+		if !nextEvent(5*time.Second, func(ev mdclient.Event) bool { return ev.Type == mdclient.NotifyServerDown && ev.Server == s }) {
+			t.Fatalf("no NOTIFY_SERVER_DOWN for %s; events:\n%s", s, foEventsString(events))
+		}
+	}
+
+	// Requests made while no node is up.
+	expiredBy := time.Now().Add(300 * time.Millisecond)
+	ectx, ecancel := context.WithDeadline(context.Background(), expiredBy)
+	defer ecancel()
+	expired := make(chan mdclient.PublishResult, nExpired)
+	for i := range nExpired {
+		c.PublishAsync(ectx, mdclient.PublishRequest{Result: expired, Message: mdclient.Message{
+			Subject: "alldown/expired", Content: []byte{1, 0, 0, byte(i)}, Closure: "e" + strconv.Itoa(i)}})
+	}
+	// Retained, each on its own topic, so that a subscriber arriving after the restart can
+	// tell that they were published.
+	waiting := make(chan mdclient.PublishResult, nWaiting)
+	wait := ctxTimeout(t, 20*time.Second)
+	for i := range nWaiting {
+		c.PublishAsync(wait, mdclient.PublishRequest{Result: waiting, Message: mdclient.Message{
+			Subject: "alldown/late/" + strconv.Itoa(i), Content: []byte{2, 0, 0, byte(i)}, Closure: "l" + strconv.Itoa(i), Retained: true}})
+	}
+
+	collect("never written", expired, nExpired, 10*time.Second, func(r mdclient.PublishResult, at time.Time) {
+		if at.Before(expiredBy) {
+			t.Errorf("%s: result %v before its context ended", r.Closure, at.Sub(expiredBy))
+		}
+		if r.Status != mdclient.NotifyPublishFailed || !errors.Is(r.Err, mdclient.ErrFailed) || !errors.Is(r.Err, mdclient.ErrTimeout) ||
+			!errors.Is(r.Err, mdclient.ErrNoServers) || !errors.Is(r.Err, context.DeadlineExceeded) {
+			t.Errorf("%s: %s %v, want NOTIFY_PUBLISH_FAILED wrapping ErrFailed, ErrTimeout, ErrNoServers and context.DeadlineExceeded", r.Closure, r.Status, r.Err)
+		}
+	})
+	collect("written", written, nWritten, 10*time.Second, func(r mdclient.PublishResult, at time.Time) {
+		if at.Before(writtenBy) {
+			t.Errorf("%s: result %v before its context ended", r.Closure, at.Sub(writtenBy))
+		}
+		if r.Status != mdclient.NotifyPublishTimeout || !errors.Is(r.Err, mdclient.ErrTimeout) {
+			t.Errorf("%s: %s %v, want NOTIFY_PUBLISH_TIMEOUT wrapping ErrTimeout", r.Closure, r.Status, r.Err)
+		}
+	})
+	// The messages written to the node that died were queued to be sent again.
+	var resent int64
+	for _, r := range log.find(foMsgResend) {
+		if !r.Time.Before(killedAt.Add(-time.Second)) {
+			k, _ := foInt(r.Attrs["count"])
+			resent += k
+		}
+	}
+	if resent != nWritten {
+		t.Errorf("%d messages queued for resending after the kill, want %d; client log:\n%s", resent, nWritten, log.dump())
+	}
+
+	// Those with time left are still waiting.
+	select {
+	case r := <-waiting:
+		t.Fatalf("%s: result %s %v while no server was up", r.Closure, r.Status, r.Err)
+	default:
+	}
+	nodes[other].Restart(t)
+	restartedAt := time.Now()
+	collect("waiting", waiting, nWaiting, 10*time.Second, func(r mdclient.PublishResult, at time.Time) {
+		// Retained and with no subscriber yet: mosquitto stores it and answers 0x10.
+		if r.Status != mdclient.NotifyPublishNoSubscriber && r.Status != mdclient.NotifyPublishOK {
+			t.Errorf("%s: %s %v after the restart, want it published", r.Closure, r.Status, r.Err)
+		}
+		if r.Server != servers[other] {
+			t.Errorf("%s: answered by %q, want the restarted %s", r.Closure, r.Server, servers[other])
+		}
+	})
+	t.Logf("waiting requests published %v after the restart", time.Since(restartedAt).Round(time.Millisecond))
+	if !nextEvent(5*time.Second, func(ev mdclient.Event) bool { return ev.Type == mdclient.NotifyServerUp && ev.Server == servers[other] }) {
+		t.Errorf("no NOTIFY_SERVER_UP for the restarted %s; events:\n%s", servers[other], foEventsString(events))
+	}
+	// The restarted node really has them.
+	sub := nodes[other].Subscribe(t, "sub", subPassword, "alldown/late/#")
+	have := map[string]bool{}
+	for len(have) < nWaiting {
+		m := sub.Next(t)
+		if !m.Retain || len(m.Payload) != 4 || m.Topic != "alldown/late/"+strconv.Itoa(int(m.Payload[3])) {
+			t.Fatalf("unexpected message %+v", m)
+		}
+		have[m.Topic] = true
+	}
+}
+
+// foPolicy is the reconnect policy as documented in options.go, to bound what the client
+// may do: a quick phase of quick attempts quickDelay apart, then a truncated exponential
+// backoff from interval to maxDelay, every backoff delay drawn from [d/2, d].
+type foPolicy struct {
+	quick               int
+	quickDelay          time.Duration
+	interval, maxDelay  time.Duration
+	notifyAfterAttempts int
+}
+
+// delayRange is the range of the delay before attempt n, where n is the number of failed
+// attempts since the last working connection (0 for the very first).
+func (p foPolicy) delayRange(n int) (lo, hi time.Duration) {
+	if n == 0 || n < p.quick {
+		return p.quickDelay, p.quickDelay
+	}
+	d := p.interval
+	for i := p.quick; i < n && d < p.maxDelay; i++ {
+		d *= 2
+	}
+	d = min(d, p.maxDelay)
+	return d / 2, d
+}
+
+// maxAttempts is the most attempts the policy allows within w of the first one.
+func (p foPolicy) maxAttempts(w time.Duration) int {
+	var at time.Duration
+	for n := 1; ; n++ {
+		lo, _ := p.delayRange(n)
+		at += lo
+		if at > w {
+			return n
+		}
+		if n > 100000 {
+			return n // a policy without delays: no bound worth the name
+		}
+	}
+}
+
+// TestTokenRefused: servers that refuse the entitlement token (CONNACK 0x87).
+func TestTokenRefused(t *testing.T) {
+	refuse1 := foNode(t, "some-other-token")
+	refuse2 := foNode(t, "yet-another-token")
+	accept := foNode(t, allowToken)
+
+	// One server refuses, the other accepts: the client ends up on the accepting one. The
+	// weights make the refusing server the first choice and the accepting one a standby.
+	t.Run("some", func(t *testing.T) {
+		sub := accept.Subscribe(t, "sub", subPassword, "token/#")
+		log := &foLog{}
+		servers := []string{"100 " + refuse1.WSAddr(), "0 " + accept.TCPAddr()}
+		c := newClient(t, allowToken, servers, mdclient.WithUsername("pub"), mdclient.WithLogger(log.logger()))
+		ctx := ctxTimeout(t, 10*time.Second)
+		const n = 50
+		results := make(chan mdclient.PublishResult, n)
+		for i := range n {
+			c.PublishAsync(ctx, mdclient.PublishRequest{Result: results, Message: mdclient.Message{
+				Subject: "token/some", Content: []byte{0, 0, 0, byte(i)}, Closure: strconv.Itoa(i)}})
+		}
+		for range n {
+			select {
+			case r := <-results:
+				wantStatus(t, r.Status, r.Err, mdclient.NotifyPublishOK, nil)
+				if r.Server != accept.TCPAddr() {
+					t.Fatalf("%s: OK from %q, want the accepting %s", r.Closure, r.Server, accept.TCPAddr())
+				}
+			case <-ctx.Done():
+				t.Fatalf("results missing; client log:\n%s", log.dump())
+			}
+		}
+		for range n {
+			sub.Next(t)
+		}
+		// The refusing server was tried, refused the token, and was reported down.
+		refused := false
+		for _, r := range log.find(foMsgConnectFailed) {
+			if r.Attrs["server"] == refuse1.WSAddr() && strings.Contains(fmt.Sprint(r.Attrs["reason"]), "0x87") {
+				refused = true
+			}
+		}
+		if !refused {
+			t.Errorf("no refused attempt on %s logged; client log:\n%s", refuse1.WSAddr(), log.dump())
+		}
+		var evs []mdclient.Event
+		for len(evs) < 2 {
+			select {
+			case ev := <-c.Events():
+				evs = append(evs, ev)
+			case <-ctx.Done():
+				t.Fatalf("events so far: %+v", evs)
+			}
+		}
+		if evs[0].Type != mdclient.NotifyServerDown || evs[0].Server != refuse1.WSAddr() || evs[0].Err == nil || !strings.Contains(evs[0].Err.Error(), "0x87") ||
+			evs[1].Type != mdclient.NotifyServerUp || evs[1].Server != accept.TCPAddr() {
+			t.Errorf("events %+v, want DOWN %s (0x87), UP %s", evs, refuse1.WSAddr(), accept.TCPAddr())
+		}
+	})
+
+	// Two weighted servers refuse, a standby accepts. SetServers documents weight 0 as "a
+	// standby, chosen only when no other server is left".
+	t.Run("standby", func(t *testing.T) {
+		log := &foLog{}
+		servers := []string{refuse1.WSAddr(), refuse2.TCPAddr(), "0 " + accept.WSAddr()}
+		c := newClient(t, allowToken, servers, mdclient.WithUsername("pub"), mdclient.WithLogger(log.logger()),
+			mdclient.WithReconnectTimeInterval(20*time.Millisecond), mdclient.WithReconnectMaxDelay(40*time.Millisecond))
+		res := <-c.PublishAsync(ctxTimeout(t, 1500*time.Millisecond), mdclient.PublishRequest{Message: mdclient.Message{Subject: "token/standby"}})
+		if res.Status != mdclient.NotifyPublishNoSubscriber {
+			tried := map[string]int{}
+			for _, r := range log.find(foMsgConnectFailed) {
+				tried[fmt.Sprint(r.Attrs["server"])]++
+			}
+			if tried[accept.WSAddr()] == 0 && len(log.find("mdclient: connected")) == 0 {
+				t.Fatalf("%s %v; the standby %s was never tried while both weighted servers refused the token (failed attempts per server: %v)",
+					res.Status, res.Err, accept.WSAddr(), tried)
+			}
+		}
+		wantStatus(t, res.Status, res.Err, mdclient.NotifyPublishNoSubscriber, mdclient.ErrNoSubscriber)
+		if res.Server != accept.WSAddr() {
+			t.Errorf("answered by %q, want the standby %s", res.Server, accept.WSAddr())
+		}
+	})
+
+	// Every server refuses: publishes are DENIED, and the client keeps trying at the pace
+	// of its reconnect policy, not in a tight loop.
+	t.Run("all", func(t *testing.T) {
+		p := foPolicy{quick: 2, quickDelay: 0, interval: 100 * time.Millisecond, maxDelay: 400 * time.Millisecond}
+		const window = 2500 * time.Millisecond
+		log := &foLog{}
+		servers := []string{refuse1.WSAddr(), refuse2.TCPAddr()}
+		mark := len(refuse2.Log())
+		started := time.Now()
+		c := newClient(t, allowToken, servers, mdclient.WithUsername("pub"), mdclient.WithLogger(log.logger()),
+			mdclient.WithQuickReconnectMaxRetries(p.quick), mdclient.WithQuickReconnectInitialDelay(p.quickDelay),
+			mdclient.WithReconnectPolicy(mdclient.TruncatedExponentialBackoff),
+			mdclient.WithReconnectTimeInterval(p.interval), mdclient.WithReconnectMaxDelay(p.maxDelay))
+		ctx := ctxTimeout(t, 10*time.Second)
+
+		// One publish at once, one in the middle of the window: both DENIED.
+		st, err := c.Publish(ctx, mdclient.Message{Subject: "token/all", Content: []byte("x")})
+		wantStatus(t, st, err, mdclient.NotifyPublishDenied, mdclient.ErrDenied)
+		mid := time.NewTimer(window / 2)
+		<-mid.C
+		st, err = c.Publish(ctx, mdclient.Message{Subject: "token/all", Content: []byte("y")})
+		wantStatus(t, st, err, mdclient.NotifyPublishDenied, mdclient.ErrDenied)
+
+		// Wait until the window after the first attempt is over, then count.
+		recs := log.find(foMsgConnectFailed)
+		if len(recs) == 0 {
+			t.Fatalf("no %q record; client log:\n%s", foMsgConnectFailed, log.dump())
+		}
+		end := time.NewTimer(time.Until(recs[0].Time.Add(window)))
+		<-end.C
+		recs = log.find(foMsgConnectFailed)
+		inWindow := 0
+		for _, r := range recs {
+			if !strings.Contains(fmt.Sprint(r.Attrs["reason"]), "0x87") {
+				t.Errorf("attempt on %v failed with %v, want a refusal 0x87", r.Attrs["server"], r.Attrs["reason"])
+			}
+			if r.Time.Sub(recs[0].Time) <= window {
+				inWindow++
+			}
+		}
+		limit := p.maxAttempts(window)
+		t.Logf("%d attempts within %v of the first (the policy allows at most %d)", inWindow, window, limit)
+		if inWindow > limit {
+			t.Errorf("%d connection attempts within %v, the policy allows at most %d:\n%s", inWindow, window, limit, log.dump())
+		}
+		if inWindow < p.quick+2 {
+			t.Errorf("only %d connection attempts within %v: the client stopped trying", inWindow, window)
+		}
+		// Each delay after the quick phase is at least half the policy's delay.
+		for k := 1; k < len(recs); k++ {
+			lo, _ := p.delayRange(k)
+			if gap := recs[k].Time.Sub(recs[k-1].Time); gap < lo {
+				t.Errorf("attempt %d came %v after the previous one, the policy says ≥ %v", k, gap, lo)
+			}
+		}
+		// Cross-check on the server side: the TCP node saw no more connections than the
+		// policy allows in the whole time since the client started.
+		conns := strings.Count(refuse2.Log()[mark:], "New connection from")
+		if limit := p.maxAttempts(time.Since(started)); conns > limit {
+			t.Errorf("mosquitto %s saw %d connections in %v, the policy allows at most %d", refuse2.TCPAddr(), conns, time.Since(started), limit)
+		}
+		// Both servers were reported down with the refusal.
+		downs := map[string]bool{}
+		for more := true; more; {
+			select {
+			case ev := <-c.Events():
+				if ev.Type == mdclient.NotifyServerUp {
+					t.Errorf("NOTIFY_SERVER_UP %s while every server refuses", ev.Server)
+				}
+				if ev.Type == mdclient.NotifyServerDown && ev.Err != nil && strings.Contains(ev.Err.Error(), "0x87") {
+					downs[ev.Server] = true
+				}
+			default:
+				more = false
+			}
+		}
+		if !downs[refuse1.WSAddr()] || !downs[refuse2.TCPAddr()] {
+			t.Errorf("NOTIFY_SERVER_DOWN with the refusal for %v, want both %v", downs, servers)
+		}
+	})
+}

@@ -1,0 +1,924 @@
+package mdclient_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mdclient/mdclient"
+	"github.com/mdclient/mdclient/codec"
+	"github.com/mdclient/mdclient/conn"
+	"github.com/mdclient/mdclient/internal/fakebroker"
+	"github.com/mdclient/mdclient/internal/faultproxy"
+	"github.com/mdclient/mdclient/mdtest"
+)
+
+// Faults that need a proxy between the client and a broker (internal/faultproxy) or a
+// broker that breaks the protocol (internal/fakebroker).
+
+// capturedRecord is one slog record the client logged, flattened.
+type capturedRecord struct {
+	Level slog.Level
+	Msg   string
+	Attrs map[string]slog.Value // group-qualified keys ("g.key")
+	Text  string                // the message and every attribute, values printed with %+v
+}
+
+// attr returns the record's attribute key printed with %v, or "".
+func (r capturedRecord) attr(key string) string {
+	v, ok := r.Attrs[key]
+	if !ok {
+		return ""
+	}
+	return fmt.Sprint(v.Any())
+}
+
+// attrErr returns the record's attribute key if it is an error.
+func (r capturedRecord) attrErr(key string) error {
+	if v, ok := r.Attrs[key]; ok {
+		if err, ok := v.Any().(error); ok {
+			return err
+		}
+	}
+	return nil
+}
+
+// slogRecorder keeps every record logged through its Logger, at every level.
+type slogRecorder struct {
+	mu      sync.Mutex
+	records []capturedRecord
+	wake    chan struct{} // capacity 1: a record was added
+}
+
+func newSlogRecorder() *slogRecorder { return &slogRecorder{wake: make(chan struct{}, 1)} }
+
+func (r *slogRecorder) Logger() *slog.Logger { return slog.New(&recordingHandler{rec: r}) }
+
+// Records returns a copy of what was logged so far.
+func (r *slogRecorder) Records() []capturedRecord {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]capturedRecord(nil), r.records...)
+}
+
+func (r *slogRecorder) add(rec capturedRecord) {
+	r.mu.Lock()
+	r.records = append(r.records, rec)
+	r.mu.Unlock()
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// await returns the first record that satisfies match, waiting up to d for it.
+func (r *slogRecorder) await(d time.Duration, match func(capturedRecord) bool) (capturedRecord, bool) {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for {
+		for _, rec := range r.Records() {
+			if match(rec) {
+				return rec, true
+			}
+		}
+		select {
+		case <-r.wake:
+		case <-timer.C:
+			return capturedRecord{}, false
+		}
+	}
+}
+
+// dump formats every record, for failure messages.
+func (r *slogRecorder) dump() string {
+	var b strings.Builder
+	for _, rec := range r.Records() {
+		fmt.Fprintf(&b, "\n  %v %s", rec.Level, rec.Text)
+	}
+	return b.String()
+}
+
+type recordingHandler struct {
+	rec   *slogRecorder
+	attrs []slog.Attr // from WithAttrs, keys already qualified
+	group string      // prefix from WithGroup, with a trailing dot
+}
+
+func (h *recordingHandler) Enabled(context.Context, slog.Level) bool { return true }
+
+func (h *recordingHandler) Handle(_ context.Context, r slog.Record) error {
+	rec := capturedRecord{Level: r.Level, Msg: r.Message, Attrs: map[string]slog.Value{}}
+	var text strings.Builder
+	text.WriteString(r.Message)
+	var add func(prefix string, a slog.Attr)
+	add = func(prefix string, a slog.Attr) {
+		v := a.Value.Resolve()
+		if v.Kind() == slog.KindGroup {
+			for _, g := range v.Group() {
+				add(prefix+a.Key+".", g)
+			}
+			return
+		}
+		key := prefix + a.Key
+		rec.Attrs[key] = v
+		fmt.Fprintf(&text, " %s=%+v", key, v.Any())
+		if err, ok := v.Any().(error); ok {
+			fmt.Fprintf(&text, " (%s)", err.Error())
+		}
+	}
+	for _, a := range h.attrs {
+		add("", a)
+	}
+	r.Attrs(func(a slog.Attr) bool {
+		add(h.group, a)
+		return true
+	})
+	rec.Text = text.String()
+	h.rec.add(rec)
+	return nil
+}
+
+func (h *recordingHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	n := &recordingHandler{rec: h.rec, group: h.group, attrs: append([]slog.Attr(nil), h.attrs...)}
+	for _, a := range attrs {
+		a.Key = h.group + a.Key
+		n.attrs = append(n.attrs, a)
+	}
+	return n
+}
+
+func (h *recordingHandler) WithGroup(name string) slog.Handler {
+	if name == "" {
+		return h
+	}
+	return &recordingHandler{rec: h.rec, attrs: h.attrs, group: h.group + name + "."}
+}
+
+// nextEvent reads c's events until one of type typ for server arrives (any server when
+// server is ""), and returns it with the time it was read; false after d. seen lists the
+// other events read meanwhile.
+func nextEvent(c *mdclient.Client, typ mdclient.Status, server string, d time.Duration) (ev mdclient.Event, at time.Time, seen []string, ok bool) {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for {
+		select {
+		case ev, open := <-c.Events():
+			if !open {
+				return ev, time.Time{}, append(seen, "(closed)"), false
+			}
+			if ev.Type == typ && (server == "" || ev.Server == server) {
+				return ev, time.Now(), seen, true
+			}
+			seen = append(seen, fmt.Sprintf("%s %s %v", ev.Type, ev.Server, ev.Err))
+		case <-timer.C:
+			return mdclient.Event{}, time.Time{}, seen, false
+		}
+	}
+}
+
+// awaitEvent is nextEvent that fails the test when no such event comes within d.
+func awaitEvent(t *testing.T, c *mdclient.Client, typ mdclient.Status, server string, d time.Duration) (mdclient.Event, time.Time) {
+	t.Helper()
+	ev, at, seen, ok := nextEvent(c, typ, server, d)
+	if !ok {
+		t.Fatalf("no %s for %q within %v; seen %v", typ, server, d, seen)
+	}
+	return ev, at
+}
+
+// hostPort strips the scheme of a "tcp://host:port" address.
+func hostPort(addr string) string {
+	_, hp, _ := strings.Cut(addr, "://")
+	return hp
+}
+
+func newFaultProxy(t *testing.T, target string) *faultproxy.Proxy {
+	t.Helper()
+	p, err := faultproxy.New(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+// collect reads n results from ch, failing the test after d, and checks that every
+// closure "0".."n-1" comes exactly once. pre are results of the n already taken from ch.
+func collect(t *testing.T, ch <-chan mdclient.PublishResult, n int, d time.Duration, pre ...mdclient.PublishResult) []mdclient.PublishResult {
+	t.Helper()
+	out := make([]mdclient.PublishResult, n)
+	collectEach(t, ch, n, d, func(i int, r mdclient.PublishResult) { out[i] = r }, pre...)
+	return out
+}
+
+// collectEach is collect that hands each result to each, with its closure's number.
+func collectEach(t *testing.T, ch <-chan mdclient.PublishResult, n int, d time.Duration, each func(int, mdclient.PublishResult), pre ...mdclient.PublishResult) {
+	t.Helper()
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	seen := make([]*mdclient.PublishResult, n)
+	for k := range n {
+		var r mdclient.PublishResult
+		if k < len(pre) {
+			r = pre[k]
+		} else {
+			select {
+			case r = <-ch:
+			case <-timer.C:
+				t.Fatalf("%d of %d results missing after %v", n-k, n, d)
+			}
+		}
+		var i int
+		if _, err := fmt.Sscan(r.Closure, &i); err != nil || i < 0 || i >= n {
+			t.Fatalf("result with unknown closure %q: %+v", r.Closure, r)
+		}
+		if seen[i] != nil {
+			t.Fatalf("two results for closure %d: %+v and %+v", i, *seen[i], r)
+		}
+		seen[i] = &r
+		each(i, r)
+	}
+}
+
+// noMore checks that no result beyond those expected is waiting on ch.
+func noMore(t *testing.T, ch <-chan mdclient.PublishResult) {
+	t.Helper()
+	select {
+	case r := <-ch:
+		t.Fatalf("a result beyond the requests: %+v", r)
+	default:
+	}
+}
+
+func acknowledged(st mdclient.Status) bool {
+	return st == mdclient.NotifyPublishOK || st == mdclient.NotifyPublishNoSubscriber
+}
+
+// TestStalledConnection: a path that stalls (sockets open, nothing forwarded) is detected
+// by keep-alive within 1.5 intervals; the client reports the server down, fails over to
+// the standby, and resends the at-least-once messages that were in flight there.
+func TestStalledConnection(t *testing.T) {
+	const ka = time.Second
+	// The last read from the server comes after the publish that precedes the stall, and
+	// the connection is dropped once nothing arrived for 1.5 intervals, checked every ka/8.
+	const limit = 3*ka/2 + ka/8 + 500*time.Millisecond
+
+	type setup struct {
+		c               *mdclient.Client
+		px              *faultproxy.Proxy
+		proxied, second string
+		sub1, sub2      *mdtest.Subscription
+		rec             *slogRecorder
+		before          time.Time // just before the last exchange through the proxy
+		ctx             context.Context
+	}
+	start := func(t *testing.T, opts ...mdclient.Option) *setup {
+		first, second := embedded(t), embedded(t)
+		s := &setup{second: second.TCPAddr(), rec: newSlogRecorder(), ctx: ctxTimeout(t, 30*time.Second)}
+		var err error
+		if s.sub1, err = first.Subscribe("stall/#"); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.sub1.Close() })
+		if s.sub2, err = second.Subscribe("stall/#"); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.sub2.Close() })
+		s.px = newFaultProxy(t, hostPort(first.TCPAddr()))
+		s.proxied = "tcp://" + s.px.Addr()
+		// Weight 0 makes the second server a standby: the first choice is the proxy, and
+		// the standby is chosen once the proxy has failed.
+		opts = append(opts, mdclient.WithKeepAlive(ka), mdclient.WithLogger(s.rec.Logger()))
+		s.c = newClient(t, allowToken, []string{"100 " + s.proxied, "0 " + s.second}, opts...)
+		awaitEvent(t, s.c, mdclient.NotifyServerUp, s.proxied, 10*time.Second)
+		s.before = time.Now()
+		st, err := s.c.Publish(s.ctx, mdclient.Message{Subject: "stall/before", Content: []byte("x")})
+		wantStatus(t, st, err, mdclient.NotifyPublishOK, nil)
+		return s
+	}
+	// checkDown checks when and why the stalled server was reported down.
+	checkDown := func(t *testing.T, s *setup, down mdclient.Event, stalled, detected time.Time) {
+		t.Helper()
+		if d := detected.Sub(stalled); d > limit {
+			t.Errorf("stall detected %v after it began, want within %v (1.5 keep-alive intervals and a margin)", d.Round(time.Millisecond), limit)
+		}
+		if d := detected.Sub(s.before); d < 3*ka/2 {
+			t.Errorf("connection dropped %v after the last exchange, before 1.5 keep-alive intervals", d.Round(time.Millisecond))
+		}
+		if !errors.Is(down.Err, conn.ErrKeepAlive) {
+			t.Errorf("NOTIFY_SERVER_DOWN error %v, want keep-alive", down.Err)
+		}
+		t.Logf("stall detected after %v", detected.Sub(stalled).Round(time.Millisecond))
+	}
+
+	t.Run("in flight", func(t *testing.T) {
+		s := start(t)
+		s.px.Stall()
+		stalled := time.Now()
+		const n = 20
+		results := make(chan mdclient.PublishResult, n)
+		for i := range n {
+			s.c.PublishAsync(s.ctx, mdclient.PublishRequest{Result: results, Message: mdclient.Message{
+				Subject: "stall/x", Content: []byte(fmt.Sprintf("message %d", i)), Closure: fmt.Sprint(i), QoS: mdclient.QoSGuaranteed}})
+		}
+		down, detected := awaitEvent(t, s.c, mdclient.NotifyServerDown, s.proxied, 10*time.Second)
+		checkDown(t, s, down, stalled, detected)
+		awaitEvent(t, s.c, mdclient.NotifyServerUp, s.second, 10*time.Second)
+
+		for _, r := range collect(t, results, n, 15*time.Second) {
+			if r.Status != mdclient.NotifyPublishOK || r.Err != nil || r.Server != s.second {
+				t.Errorf("closure %s: %s %v from %q, want OK from %s", r.Closure, r.Status, r.Err, r.Server, s.second)
+			}
+		}
+		noMore(t, results)
+		// They were in flight on the stalled connection and were sent again.
+		if _, ok := s.rec.await(5*time.Second, func(r capturedRecord) bool {
+			return r.Msg == "mdclient: resending unacknowledged messages" && r.attr("count") == fmt.Sprint(n)
+		}); !ok {
+			t.Errorf("no log of %d messages resent; log:%s", n, s.rec.dump())
+		}
+		for range n {
+			select {
+			case m := <-s.sub2.Messages():
+				if m.Topic != "stall/x" {
+					t.Errorf("standby got %q", m.Topic)
+				}
+			case <-s.ctx.Done():
+				t.Fatal("the standby's subscriber did not get every message")
+			}
+		}
+		// Nothing went through the stalled path.
+		if m := <-s.sub1.Messages(); m.Topic != "stall/before" {
+			t.Errorf("first server got %q", m.Topic)
+		}
+		select {
+		case m := <-s.sub1.Messages():
+			t.Errorf("a message went through the stalled proxy: %q", m.Topic)
+		default:
+		}
+	})
+
+	// More is in flight than the socket buffers hold, so the client's writer is blocked
+	// in a write to the stalled path: detection must not depend on the writer.
+	t.Run("writer blocked", func(t *testing.T) {
+		s := start(t, mdclient.WithDrainTimeout(time.Second))
+		s.px.Stall()
+		stalled := time.Now()
+		const n, size = 256, 64 << 10 // 16 MB
+		results := make(chan mdclient.PublishResult, n)
+		content := make([]byte, size)
+		for i := range n {
+			s.c.PublishAsync(s.ctx, mdclient.PublishRequest{Result: results, Message: mdclient.Message{
+				Subject: "stall/big", Content: content, Closure: fmt.Sprint(i), QoS: mdclient.QoSGuaranteed}})
+		}
+		down, detected, seen, ok := nextEvent(s.c, mdclient.NotifyServerDown, s.proxied, limit+time.Second)
+		if !ok {
+			// Release the client (its writer fails once the sockets close) so that the
+			// test can end.
+			s.px.Cut()
+			t.Fatalf("a stalled server is not detected while the connection's writer is blocked in a write: "+
+				"no NOTIFY_SERVER_DOWN %v after the stall with keep-alive %v (events: %v)", limit+time.Second, ka, seen)
+		}
+		checkDown(t, s, down, stalled, detected)
+		for _, r := range collect(t, results, n, 20*time.Second) {
+			if r.Status != mdclient.NotifyPublishOK || r.Server != s.second {
+				t.Errorf("closure %s: %s %v from %q, want OK from %s", r.Closure, r.Status, r.Err, r.Server, s.second)
+			}
+		}
+		noMore(t, results)
+	})
+}
+
+// TestSlowBroker: through a link throttled to a low byte rate, a producer with short
+// contexts and a small WithMaxQueued keeps memory flat: callers wait for room and give up
+// by their context, what was never written ends FAILED wrapping ErrTimeout, what was
+// written and not answered in time ends TIMEOUT, and every request gets one result.
+func TestSlowBroker(t *testing.T) {
+	const (
+		maxQueued   = 8
+		maxInflight = 8
+	)
+	start := func(t *testing.T) (*mdclient.Client, *faultproxy.Proxy) {
+		srv := embedded(t)
+		px := newFaultProxy(t, hostPort(srv.TCPAddr()))
+		proxied := "tcp://" + px.Addr()
+		c := newClient(t, allowToken, []string{proxied},
+			mdclient.WithMaxQueued(maxQueued), mdclient.WithMaxInflight(maxInflight))
+		awaitEvent(t, c, mdclient.NotifyServerUp, proxied, 10*time.Second)
+		return c, px
+	}
+
+	t.Run("throttled", func(t *testing.T) {
+		const (
+			rate    = 64 << 10 // bytes per second each way: eight 8 KiB messages a second
+			n       = 3000
+			size    = 8 << 10 // 24 MB of content in all
+			short   = 30 * time.Millisecond
+			patient = 3
+			// What may legitimately stay: the requests WithMaxQueued and WithMaxInflight
+			// allow, plus buffers.
+			documented = (maxQueued+maxInflight)*size + 2<<20
+			// Far above that, far below n*size: requests kept after their result.
+			leak = 10 << 20
+		)
+		c, px := start(t)
+		px.Throttle(rate)
+
+		// A few patient publishes go through the same slow link meanwhile.
+		patientRes := make(chan mdclient.PublishResult, patient)
+		var wg sync.WaitGroup
+		for i := range patient {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+				defer cancel()
+				st, err := c.Publish(ctx, mdclient.Message{Subject: "slow/patient", Content: []byte("small"), Closure: fmt.Sprint(i)})
+				patientRes <- mdclient.PublishResult{Status: st, Err: err, Closure: fmt.Sprint(i)}
+			}()
+		}
+
+		heap := func() uint64 {
+			runtime.GC()
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			return ms.HeapInuse
+		}
+		// The producer runs on its own while the test consumes results as they come and
+		// releases each request's context with its result, so that the test itself keeps
+		// nothing per request.
+		results := make(chan mdclient.PublishResult, 64)
+		cancels := make([]context.CancelFunc, n)
+		base := heap()
+		var peak uint64
+		var longest, produced time.Duration
+		blocked := 0
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			began := time.Now()
+			for i := range n {
+				ctx, cancel := context.WithTimeout(context.Background(), short)
+				cancels[i] = cancel           // read once i's result is in: after PublishAsync
+				content := make([]byte, size) // a fresh buffer each: kept by the client, it would show
+				content[0] = byte(i)
+				t0 := time.Now()
+				c.PublishAsync(ctx, mdclient.PublishRequest{Result: results, Message: mdclient.Message{
+					Subject: "slow/flood", Content: content, Closure: fmt.Sprint(i)}})
+				d := time.Since(t0)
+				longest = max(longest, d)
+				if d >= short/3 {
+					blocked++
+				}
+				if i%100 == 99 {
+					peak = max(peak, heap())
+				}
+			}
+			produced = time.Since(began)
+		}()
+		counts := map[mdclient.Status]int{}
+		collectEach(t, results, n, 60*time.Second, func(i int, r mdclient.PublishResult) {
+			cancels[i]()
+			counts[r.Status]++
+			switch r.Status {
+			case mdclient.NotifyPublishOK, mdclient.NotifyPublishNoSubscriber:
+			case mdclient.NotifyPublishTimeout:
+				if !errors.Is(r.Err, mdclient.ErrTimeout) || !errors.Is(r.Err, context.DeadlineExceeded) {
+					t.Errorf("closure %s: TIMEOUT with %v", r.Closure, r.Err)
+				}
+			case mdclient.NotifyPublishFailed:
+				if !errors.Is(r.Err, mdclient.ErrFailed) || !errors.Is(r.Err, mdclient.ErrTimeout) ||
+					errors.Is(r.Err, mdclient.ErrNoServers) || errors.Is(r.Err, mdclient.ErrClosed) {
+					t.Errorf("closure %s: FAILED with %v, want ErrTimeout (never written) on a live connection", r.Closure, r.Err)
+				}
+				if r.Server != "" {
+					t.Errorf("closure %s: FAILED names server %q", r.Closure, r.Server)
+				}
+			default:
+				t.Errorf("closure %s: %s %v", r.Closure, r.Status, r.Err)
+			}
+		})
+		<-done
+		noMore(t, results)
+		wg.Wait()
+		close(patientRes)
+		for r := range patientRes {
+			if !acknowledged(r.Status) {
+				t.Errorf("patient publish %s: %s %v, want it acknowledged", r.Closure, r.Status, r.Err)
+			}
+		}
+		t.Logf("%d requests in %v: %v; %d calls blocked ≥ %v, longest %v; heap in use %d KiB at start, peak %d KiB",
+			n, produced.Round(time.Millisecond), counts, blocked, short/3, longest.Round(time.Millisecond), base>>10, peak>>10)
+
+		if counts[mdclient.NotifyPublishFailed] == 0 || counts[mdclient.NotifyPublishTimeout] == 0 {
+			t.Errorf("outcomes %v: want both FAILED (never written) and TIMEOUT (written, unanswered)", counts)
+		}
+		if blocked == 0 {
+			t.Errorf("no PublishAsync call waited: WithMaxQueued(%d) did not push back", maxQueued)
+		}
+		// A caller waits for room at most until its context ends.
+		if longest > short+time.Second {
+			t.Errorf("a PublishAsync call blocked %v with a %v context", longest, short)
+		}
+		if peak > base+leak {
+			t.Fatalf("heap in use grew from %d KiB to %d KiB: requests are kept after their result", base>>10, peak>>10)
+		}
+		if peak > base+documented {
+			t.Fatalf("heap in use grew by %d KiB, above the %d KiB that %d queued and %d in-flight requests of %d KiB explain: "+
+				"the client holds more requests than WithMaxQueued allows (see the stalled subtest)",
+				(peak-base)>>10, documented>>10, maxQueued, maxInflight, size>>10)
+		}
+	})
+
+	// fill stalls the path and calls PublishAsync with contexts of ctxFor until a call
+	// waits for room (at least ctxFor/2). Nothing completes while stalled, so the calls
+	// before it are what the client holds: in flight and queued. It returns their number
+	// and the channel where the results of those and of the call that waited arrive.
+	const ctxFor = 500 * time.Millisecond
+	fill := func(t *testing.T) (int, chan mdclient.PublishResult) {
+		c, px := start(t)
+		px.Stall()
+		const limit = 2000
+		results := make(chan mdclient.PublishResult, limit)
+		for i := range limit {
+			ctx, cancel := context.WithTimeout(context.Background(), ctxFor)
+			t.Cleanup(cancel)
+			t0 := time.Now()
+			c.PublishAsync(ctx, mdclient.PublishRequest{Result: results, Message: mdclient.Message{
+				Subject: "slow/stalled", Content: []byte("x"), Closure: fmt.Sprint(i)}})
+			if time.Since(t0) >= ctxFor/2 {
+				t.Logf("%d requests taken before PublishAsync waited", i)
+				return i, results
+			}
+		}
+		t.Fatalf("%d requests taken without waiting: no backpressure at all", limit)
+		return 0, nil
+	}
+
+	// The client holds no more than those in flight and WithMaxQueued more.
+	t.Run("stalled queue bound", func(t *testing.T) {
+		accepted, _ := fill(t)
+		if want := maxQueued + maxInflight; accepted > want+1 {
+			t.Fatalf("PublishAsync took %d requests without waiting, with WithMaxQueued(%d) and %d in flight (want at most %d)",
+				accepted, maxQueued, maxInflight, want+1)
+		}
+	})
+
+	// While the path is stalled, every request still ends when its context does: FAILED
+	// if it was never written, TIMEOUT if it was.
+	t.Run("stalled results by context", func(t *testing.T) {
+		accepted, results := fill(t)
+		n := accepted + 1
+		timer := time.NewTimer(ctxFor + 2*time.Second)
+		defer timer.Stop()
+		counts := map[mdclient.Status]int{}
+		seen := make([]bool, n)
+	gather:
+		for k := 0; k < n; k++ {
+			select {
+			case r := <-results:
+				var i int
+				if _, err := fmt.Sscan(r.Closure, &i); err != nil || i < 0 || i >= n || seen[i] {
+					t.Fatalf("unexpected or second result %+v", r)
+				}
+				seen[i] = true
+				counts[r.Status]++
+				if r.Status != mdclient.NotifyPublishFailed && r.Status != mdclient.NotifyPublishTimeout ||
+					!errors.Is(r.Err, mdclient.ErrTimeout) {
+					t.Errorf("closure %s: %s %v through a stalled path, want FAILED or TIMEOUT with ErrTimeout", r.Closure, r.Status, r.Err)
+				}
+			case <-timer.C:
+				break gather
+			}
+		}
+		missing := 0
+		for _, s := range seen {
+			if !s {
+				missing++
+			}
+		}
+		t.Logf("outcomes %v, %d missing", counts, missing)
+		if missing > 0 {
+			t.Fatalf("%d of %d requests got no result %v after their %v context ended, while the path is stalled",
+				missing, n, 2*time.Second, ctxFor)
+		}
+		noMore(t, results)
+	})
+}
+
+// streamUntilClosed publishes n messages of size bytes to subject on c from a goroutine,
+// all with results on the returned channel, and returns a channel closed when the
+// producer is done.
+func streamUntilClosed(c *mdclient.Client, n, size int, subject string) (chan mdclient.PublishResult, chan struct{}) {
+	results := make(chan mdclient.PublishResult, n)
+	done := make(chan struct{})
+	content := make([]byte, size) // shared and never modified, as the contract allows
+	go func() {
+		defer close(done)
+		for i := range n {
+			c.PublishAsync(context.Background(), mdclient.PublishRequest{Result: results,
+				Message: mdclient.Message{Subject: subject, Content: content, Closure: fmt.Sprint(i)}})
+		}
+	}()
+	return results, done
+}
+
+// closeWithin closes c and reports how long Close took. If Close has not returned after
+// limit, it reports false and calls release (which should unblock whatever Close waits
+// for), then waits for Close without limit.
+func closeWithin(t *testing.T, c *mdclient.Client, limit time.Duration, release func()) (time.Duration, bool) {
+	t.Helper()
+	start := time.Now()
+	done := make(chan error, 1)
+	go func() {
+		defer func() {
+			if p := recover(); p != nil {
+				done <- fmt.Errorf("Close panicked: %v", p)
+			}
+		}()
+		done <- c.Close()
+	}()
+	timer := time.NewTimer(limit)
+	defer timer.Stop()
+	ok := true
+	var err error
+	select {
+	case err = <-done:
+	case <-timer.C:
+		ok = false
+		release()
+		err = <-done
+	}
+	if err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	return time.Since(start), ok
+}
+
+// TestCloseUnderLoadFailover: Close while messages stream through a stalled or slow path,
+// or while the client fails over, returns within the drain timeout (plus a margin) and
+// leaves every request with exactly one result.
+func TestCloseUnderLoadFailover(t *testing.T) {
+	const margin = 1500 * time.Millisecond
+
+	// check collects the n results after Close: acknowledged, or FAILED with ErrClosed.
+	// pre are results already taken from results.
+	check := func(t *testing.T, results chan mdclient.PublishResult, produced chan struct{}, n int, okServer string, pre ...mdclient.PublishResult) map[mdclient.Status]int {
+		t.Helper()
+		<-produced
+		counts := map[mdclient.Status]int{}
+		for _, r := range collect(t, results, n, 10*time.Second, pre...) {
+			counts[r.Status]++
+			switch {
+			case acknowledged(r.Status):
+				if okServer != "" && r.Server != okServer {
+					t.Errorf("closure %s acknowledged by %q, want %q", r.Closure, r.Server, okServer)
+				}
+			case r.Status == mdclient.NotifyPublishFailed && errors.Is(r.Err, mdclient.ErrClosed):
+			default:
+				t.Errorf("closure %s: %s %v, want acknowledged or FAILED with ErrClosed", r.Closure, r.Status, r.Err)
+			}
+		}
+		noMore(t, results)
+		return counts
+	}
+
+	// start returns a client with the drain timeout connected through a new proxy.
+	start := func(t *testing.T, drain time.Duration) (*mdclient.Client, *faultproxy.Proxy, string) {
+		srv := embedded(t)
+		px := newFaultProxy(t, hostPort(srv.TCPAddr()))
+		proxied := "tcp://" + px.Addr()
+		c := mdclient.NewClient(mdclient.WithDrainTimeout(drain))
+		c.SetEntitlementToken(allowToken)
+		if err := c.SetServers([]string{proxied}); err != nil {
+			t.Fatal(err)
+		}
+		awaitEvent(t, c, mdclient.NotifyServerUp, proxied, 10*time.Second)
+		return c, px, proxied
+	}
+	const drain = 500 * time.Millisecond
+
+	// Small messages: the socket buffers of the stalled path hold all that is in flight.
+	t.Run("stalled", func(t *testing.T) {
+		c, px, proxied := start(t, drain)
+		const n = 3000
+		results, produced := streamUntilClosed(c, n, 100, "close/stalled")
+		// Stall once the first results are in, while the rest still stream.
+		first := <-results
+		px.Stall()
+		took, ok := closeWithin(t, c, drain+margin, px.Cut)
+		if !ok {
+			t.Errorf("Close took %v with a drain timeout of %v", took, drain)
+		}
+		counts := check(t, results, produced, n, proxied, first)
+		t.Logf("Close took %v; outcomes %v", took.Round(time.Millisecond), counts)
+		if counts[mdclient.NotifyPublishFailed] == 0 {
+			t.Errorf("outcomes %v: nothing was left for Close to fail", counts)
+		}
+	})
+
+	// 64 MB in flight, more than the socket buffers hold: the client's writer is blocked
+	// in a write to the stalled path when Close comes.
+	t.Run("stalled writer blocked", func(t *testing.T) {
+		c, px, _ := start(t, drain)
+		px.Stall()
+		const n = 1000
+		results, produced := streamUntilClosed(c, n, 64<<10, "close/full")
+		<-produced // all accepted: Close drains them into the stalled path
+		took, ok := closeWithin(t, c, drain+margin, px.Cut)
+		counts := check(t, results, produced, n, "")
+		t.Logf("Close took %v; outcomes %v", took.Round(time.Millisecond), counts)
+		if !ok {
+			t.Fatalf("Close hung (released after %v by cutting the connection) with a drain timeout of %v: "+
+				"the connection's writer is blocked in a write to a stalled server and nothing interrupts it", took.Round(time.Millisecond), drain)
+		}
+	})
+
+	// Small messages through a slow link: acknowledgements still arrive while Close drains.
+	t.Run("slow", func(t *testing.T) {
+		c, px, proxied := start(t, drain)
+		px.Throttle(16 << 10)
+		const n = 3000
+		results, produced := streamUntilClosed(c, n, 300, "close/slow")
+		first := <-results
+		took, ok := closeWithin(t, c, drain+margin, px.Cut)
+		if !ok {
+			t.Errorf("Close took %v with a drain timeout of %v", took, drain)
+		}
+		counts := check(t, results, produced, n, proxied, first)
+		t.Logf("Close took %v; outcomes %v", took.Round(time.Millisecond), counts)
+	})
+
+	// 32 MB in flight through a slow link: the writer is blocked in a write that takes
+	// minutes at this rate when Close comes.
+	t.Run("slow writer blocked", func(t *testing.T) {
+		c, px, proxied := start(t, drain)
+		px.Throttle(256 << 10)
+		const n = 512
+		results, produced := streamUntilClosed(c, n, 64<<10, "close/slowfull")
+		first := <-results
+		took, ok := closeWithin(t, c, drain+margin, px.Cut)
+		counts := check(t, results, produced, n, proxied, first)
+		t.Logf("Close took %v; outcomes %v", took.Round(time.Millisecond), counts)
+		if !ok {
+			t.Fatalf("Close hung (released after %v by cutting the connection) with a drain timeout of %v: "+
+				"the connection's writer is blocked in a write to a slow server and nothing interrupts it", took.Round(time.Millisecond), drain)
+		}
+	})
+
+	// Close while the client fails over from a stalled server to a standby and resends.
+	t.Run("failover", func(t *testing.T) {
+		first, second := embedded(t), embedded(t)
+		sub, err := second.Subscribe("close/#")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sub.Close()
+		px := newFaultProxy(t, hostPort(first.TCPAddr()))
+		proxied := "tcp://" + px.Addr()
+		const drain = 2 * time.Second
+		c := mdclient.NewClient(mdclient.WithDrainTimeout(drain), mdclient.WithKeepAlive(time.Second))
+		c.SetEntitlementToken(allowToken)
+		if err := c.SetServers([]string{"100 " + proxied, "0 " + second.TCPAddr()}); err != nil {
+			t.Fatal(err)
+		}
+		awaitEvent(t, c, mdclient.NotifyServerUp, proxied, 10*time.Second)
+		px.Stall()
+		const n = 2000
+		results, produced := streamUntilClosed(c, n, 100, "close/failover")
+		awaitEvent(t, c, mdclient.NotifyServerDown, proxied, 10*time.Second)
+		took, ok := closeWithin(t, c, drain+margin, px.Cut)
+		if !ok {
+			t.Errorf("Close took %v with a drain timeout of %v", took, drain)
+		}
+		counts := check(t, results, produced, n, second.TCPAddr())
+		t.Logf("Close took %v; outcomes %v", took.Round(time.Millisecond), counts)
+	})
+}
+
+// TestMalformedFrames: a server that sends a malformed or forbidden frame is dropped with
+// the reason logged, without a panic, and the message in flight is resent to a second,
+// real server, where it ends OK.
+func TestMalformedFrames(t *testing.T) {
+	real := embedded(t)
+	sub, err := real.Subscribe("mal/#")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	const recvMax = 16
+	// dropped matches the log of the client dropping the connection for a frame.
+	dropped := func(sentinel error, text string) func(capturedRecord) bool {
+		return func(r capturedRecord) bool {
+			err := r.attrErr("reason")
+			return r.Msg == "mdclient: dropping connection" && errors.Is(err, conn.ErrProtocol) &&
+				(sentinel == nil || errors.Is(err, sentinel)) && strings.Contains(err.Error(), text)
+		}
+	}
+	// notInFlight matches the engine aborting the connection for an unknown packet id.
+	notInFlight := func(r capturedRecord) bool {
+		err := r.attrErr("reason")
+		return err != nil && errors.Is(err, conn.ErrProtocol) && strings.Contains(err.Error(), "not in flight")
+	}
+	for _, tc := range []struct {
+		name   string
+		frame  func(id uint16) []byte
+		logged func(capturedRecord) bool
+	}{
+		{"oversized remaining length", func(uint16) []byte { return fakebroker.Oversized() }, dropped(codec.ErrTooLarge, "")},
+		{"5-byte variable byte integer", func(uint16) []byte { return fakebroker.LongVarint() }, dropped(codec.ErrMalformed, "variable byte integer")},
+		{"reserved packet type 0", func(uint16) []byte { return fakebroker.ReservedType() }, dropped(codec.ErrMalformed, "type 0")},
+		{"SUBSCRIBE from the server", func(uint16) []byte { return fakebroker.Subscribe() }, dropped(codec.ErrUnsupported, "")},
+		{"unsolicited PUBLISH", func(uint16) []byte { return fakebroker.Publish("mal/x", []byte("p")) }, dropped(nil, "unexpected packet type 3")},
+		{"truncated PUBACK", func(uint16) []byte { return fakebroker.TruncatedPuback() }, dropped(codec.ErrMalformed, "")},
+		{"PUBACK with flags", fakebroker.PubackBadFlags, dropped(codec.ErrMalformed, "")},
+		{"PUBACK for packet id 0", func(uint16) []byte { return fakebroker.Puback(0, 0) }, dropped(codec.ErrMalformed, "")},
+		{"PUBACK for an id not in flight", func(id uint16) []byte { return fakebroker.Puback(id%recvMax+1, 0) }, notInFlight},
+		{"PUBACK for an id above Receive Maximum", func(uint16) []byte { return fakebroker.Puback(recvMax+100, 0) }, notInFlight},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fake, err := fakebroker.Start(fakebroker.Script{
+				When: fakebroker.AfterPublish, Frame: tc.frame, ReceiveMaximum: recvMax, Linger: 20 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { fake.Close() })
+			rec := newSlogRecorder()
+			c := newClient(t, allowToken, []string{"100 " + fake.Addr(), "0 " + real.TCPAddr()},
+				mdclient.WithLogger(rec.Logger()))
+			ctx := ctxTimeout(t, 10*time.Second)
+			res := <-c.PublishAsync(ctx, mdclient.PublishRequest{Message: mdclient.Message{
+				Subject: "mal/x", Content: []byte(tc.name), Closure: tc.name}})
+			if res.Status != mdclient.NotifyPublishOK || res.Server != real.TCPAddr() {
+				t.Errorf("result %s %v from %q, want OK from %s", res.Status, res.Err, res.Server, real.TCPAddr())
+			}
+
+			down, _ := awaitEvent(t, c, mdclient.NotifyServerDown, fake.Addr(), 5*time.Second)
+			if !errors.Is(down.Err, conn.ErrProtocol) {
+				t.Errorf("NOTIFY_SERVER_DOWN error %v, want a protocol violation", down.Err)
+			}
+			if _, ok := rec.await(5*time.Second, tc.logged); !ok {
+				t.Errorf("no log of the connection being dropped for the frame; log:%s", rec.dump())
+			}
+			select {
+			case s := <-fake.Sessions():
+				if !s.Sent || !s.ClientClosed || s.PacketID == 0 {
+					t.Errorf("fake broker session %+v: want the frame sent after a PUBLISH, then the client hanging up", s)
+				}
+			case <-time.After(5 * time.Second):
+				t.Error("the client did not close the connection to the fake broker")
+			}
+			select {
+			case m := <-sub.Messages():
+				if string(m.Payload) != tc.name {
+					t.Errorf("real server got %q", m.Payload)
+				}
+			case <-ctx.Done():
+				t.Error("the real server did not get the message")
+			}
+		})
+	}
+}
+
+// TestStandbyAfterWeightedServersFail: a standby (weight 0) is chosen once every weighted
+// server has failed, as cluster.Server documents ("chosen only when every weighted server
+// failed"), also when there are two weighted servers that keep failing.
+func TestStandbyAfterWeightedServersFail(t *testing.T) {
+	srv := embedded(t)
+	// Two ports where nothing listens: taken together, so that they differ, then freed.
+	var dead []string
+	var lns []net.Listener
+	for range 2 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns = append(lns, ln)
+		dead = append(dead, "tcp://"+ln.Addr().String())
+	}
+	for _, ln := range lns {
+		ln.Close()
+	}
+	rec := newSlogRecorder()
+	c := newClient(t, allowToken, []string{"100 " + dead[0], "100 " + dead[1], "0 " + srv.TCPAddr()}, mdclient.WithLogger(rec.Logger()),
+		mdclient.WithReconnectTimeInterval(10*time.Millisecond), mdclient.WithReconnectMaxDelay(50*time.Millisecond))
+	st, err := c.Publish(ctxTimeout(t, 3*time.Second), mdclient.Message{Subject: "standby/x", Content: []byte("x")})
+	if st == mdclient.NotifyPublishFailed && errors.Is(err, mdclient.ErrNoServers) {
+		attempts := map[string]int{}
+		for _, r := range rec.Records() {
+			if r.Msg == "mdclient: connect failed" {
+				attempts[r.attr("server")]++
+			}
+		}
+		t.Fatalf("with two failing weighted servers the standby is never chosen; "+
+			"after 3 s the publish ends %v; failed attempts by server: %v", err, attempts)
+	}
+	wantStatus(t, st, err, mdclient.NotifyPublishNoSubscriber, mdclient.ErrNoSubscriber)
+}
