@@ -79,23 +79,41 @@ type Limits struct {
 	TopicAliasMaximum int // 0: no topic aliases
 }
 
-// Event is a message to the engine. Connections send Acks, Written and, last of all, Down;
+// Event is a message to the engine. Connections send AcksReady, Written and, last of all, Down;
 // the cluster actor sends Up (before the connection starts reading) and Refused.
 type Event struct {
-	Conn    *Conn
-	Up      bool           // Conn is connected and is now the one to use
-	Acks    []codec.Puback // acknowledgements in arrival order; give back with ReleaseAcks
-	Written []byte         // a buffer passed to Send, written (or failed) and handed back
-	Down    error          // Conn has ended, for this reason; no event from it follows
-	Refused error          // every server refused the credentials (a *RefusedError)
+	Conn      *Conn
+	Up        bool   // Conn is connected and is now the one to use
+	AcksReady bool   // acknowledgements wait in Conn: take them with TakeAcks
+	Written   []byte // a buffer passed to Send, written (or failed) and handed back
+	Down      error  // Conn has ended, for this reason; no event from it follows
+	Refused   error  // every server refused the credentials (a *RefusedError)
 }
 
-// ReleaseAcks returns an Event's Acks slice to the connection for reuse, once the engine
-// has handled it.
-func (c *Conn) ReleaseAcks(acks []codec.Puback) {
-	select {
-	case c.ackBufs <- acks[:0]:
-	default:
+// TakeAcks returns the acknowledgements read since the last call, in arrival order, and
+// keeps spare (emptied) to collect the next ones: the two slices change hands, so nothing
+// is allocated. Only the engine calls it, after an AcksReady event.
+func (c *Conn) TakeAcks(spare []codec.Puback) []codec.Puback {
+	c.ackReady.Store(false) // before taking: an ack added from now on announces itself again
+	c.ackMu.Lock()
+	acks := c.acks
+	c.acks = spare[:0]
+	c.ackMu.Unlock()
+	return acks
+}
+
+// deliverAcks adds what one read brought to the mailbox and, unless an AcksReady event
+// is already on its way, sends one. While the engine is busy, the acks of many reads
+// gather behind a single event.
+func (c *Conn) deliverAcks(acks []codec.Puback, emit func(Event)) {
+	if len(acks) == 0 {
+		return
+	}
+	c.ackMu.Lock()
+	c.acks = append(c.acks, acks...)
+	c.ackMu.Unlock()
+	if !c.ackReady.Swap(true) {
+		emit(Event{Conn: c, AcksReady: true})
 	}
 }
 
@@ -109,11 +127,13 @@ type Conn struct {
 	keepAlive time.Duration
 	leftover  []byte // bytes read after the CONNACK; the reader's from Start on
 
-	writes  chan []byte         // engine → writer: at most one batch waiting (capacity 1)
-	ackBufs chan []codec.Puback // engine → reader: ack slices handed back for reuse
-	closing chan struct{}       // Close → writer: flush, send DISCONNECT, end
-	stop    chan struct{}       // closed when the connection ends, by whichever side
-	done    chan struct{}       // closed when both goroutines have exited
+	writes   chan []byte    // engine → writer: at most one batch waiting (capacity 1)
+	ackMu    sync.Mutex     // guards acks: the reader adds, the engine takes
+	acks     []codec.Puback // the mailbox: acks read and not yet taken
+	ackReady atomic.Bool    // an AcksReady event was sent and the engine has not taken since
+	closing  chan struct{}  // Close → writer: flush, send DISCONNECT, end
+	stop     chan struct{}  // closed when the connection ends, by whichever side
+	done     chan struct{}  // closed when both goroutines have exited
 
 	closeOnce sync.Once
 	stopOnce  sync.Once
@@ -135,7 +155,6 @@ func Dial(ctx context.Context, ep Endpoint, cfg *Config) (*Conn, error) {
 		log:       cfg.Logger,
 		keepAlive: cfg.KeepAlive,
 		writes:    make(chan []byte, 1),
-		ackBufs:   make(chan []codec.Puback, 64),
 		closing:   make(chan struct{}),
 		stop:      make(chan struct{}),
 		done:      make(chan struct{}),
@@ -404,13 +423,11 @@ func (c *Conn) readLoop(emit func(Event)) error {
 	buf = append(buf, c.leftover...)
 	c.leftover = nil
 	var deadlineSet time.Time
+	acks := make([]codec.Puback, 0, 128) // what one read brought; reused
 	for {
-		acks, err := c.parse(&buf)
-		if len(acks) > 0 {
-			emit(Event{Conn: c, Acks: acks})
-		} else {
-			c.ReleaseAcks(acks)
-		}
+		var err error
+		acks, err = c.parse(&buf, acks[:0])
+		c.deliverAcks(acks, emit)
 		if err != nil {
 			c.log.Warn("mdclient: dropping connection", "server", c.ep.String(), "reason", err)
 			return err
@@ -443,10 +460,8 @@ func (c *Conn) readLoop(emit func(Event)) error {
 					"silent_for", silent.Round(time.Millisecond), "error", err)
 				return ErrKeepAlive
 			}
-			acks, perr := c.parse(&buf)
-			if len(acks) > 0 {
-				emit(Event{Conn: c, Acks: acks})
-			}
+			acks, perr := c.parse(&buf, acks[:0])
+			c.deliverAcks(acks, emit)
 			if perr != nil {
 				return perr
 			}
@@ -455,14 +470,8 @@ func (c *Conn) readLoop(emit func(Event)) error {
 	}
 }
 
-// parse takes every whole packet off the front of *buf and returns the acks among them.
-func (c *Conn) parse(buf *[]byte) ([]codec.Puback, error) {
-	var acks []codec.Puback
-	select {
-	case acks = <-c.ackBufs:
-	default:
-		acks = make([]codec.Puback, 0, 128)
-	}
+// parse takes every whole packet off the front of *buf and appends the acks among them.
+func (c *Conn) parse(buf *[]byte, acks []codec.Puback) ([]codec.Puback, error) {
 	b := *buf
 	off := 0
 	defer func() {

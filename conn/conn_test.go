@@ -77,14 +77,13 @@ func TestBatch(t *testing.T) {
 						t.Fatal("Written is not the buffer that was sent")
 					}
 					written = true
-				case ev.Acks != nil:
-					for _, a := range ev.Acks {
+				case ev.AcksReady:
+					for _, a := range c.TakeAcks(nil) {
 						if a.ReasonCode != 0x10 {
 							t.Errorf("ack %d reason 0x%02x, want 0x10 (no subscriber)", a.PacketID, a.ReasonCode)
 						}
 						acked = append(acked, a.PacketID)
 					}
-					c.ReleaseAcks(ev.Acks)
 				default:
 					t.Fatalf("unexpected event %+v", ev)
 				}

@@ -62,11 +62,12 @@ type Engine struct {
 	counts     Stats      // the cumulative counters of Stats
 	final      Stats      // the last snapshot, written before quit is closed
 	seq        uint64
-	wbuf       []byte     // the batch being encoded
-	batch      []*Request // the requests in wbuf: written once wbuf is handed over
-	spare      []byte     // the other batch buffer, when the writer has given it back
-	writing    bool       // a batch is with cur's writer
-	dls        deadlines  // requests on the default publish timeout
+	wbuf       []byte         // the batch being encoded
+	batch      []*Request     // the requests in wbuf: written once wbuf is handed over
+	ackBuf     []codec.Puback // the acks being handled; swapped with the connection\'s mailbox
+	spare      []byte         // the other batch buffer, when the writer has given it back
+	writing    bool           // a batch is with cur's writer
+	dls        deadlines      // requests on the default publish timeout
 	timer      *time.Timer
 	armed      time.Time // when timer fires; zero when stopped
 	draining   bool
@@ -404,12 +405,11 @@ func (e *Engine) handle(ev conn.Event) {
 		}
 	case ev.Conn != e.cur:
 		// An event of a connection already replaced: nothing of it is ours any more.
-		if ev.Acks != nil {
-			ev.Conn.ReleaseAcks(ev.Acks)
-		}
-	case ev.Acks != nil:
-		e.acks(ev.Acks)
-		ev.Conn.ReleaseAcks(ev.Acks)
+		// (Its acks were all taken before its Down event.)
+	case ev.AcksReady:
+		e.ackBuf = ev.Conn.TakeAcks(e.ackBuf)
+		e.acks(e.ackBuf)
+		clear(e.ackBuf) // drop reason strings
 	case ev.Written != nil:
 		e.writing = false
 		e.spare = ev.Written
