@@ -251,9 +251,14 @@ func (c *Client) Events() <-chan Event { return c.events }
 // another status with an error wrapping the matching sentinel. ctx bounds the wait; without
 // a deadline the publish timeout (WithPublishTimeout) applies.
 func (c *Client) Publish(ctx context.Context, m Message) (Status, error) {
-	res := <-c.PublishAsync(ctx, PublishRequest{Message: m})
+	ch := resultChans.Get().(chan PublishResult)
+	res := <-c.PublishAsync(ctx, PublishRequest{Message: m, Result: ch})
+	resultChans.Put(ch) // empty again: a request gets exactly one result
 	return res.Status, res.Err
 }
+
+// resultChans recycles Publish's one-result channels.
+var resultChans = sync.Pool{New: func() any { return make(chan PublishResult, 1) }}
 
 // PublishAsync hands the request to the client and returns the channel its result will
 // arrive on: r.Result when set, else a new channel with room for one result. It returns
