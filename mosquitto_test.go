@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -94,4 +95,37 @@ func TestMosquittoStopped(t *testing.T) {
 		st, err = c.Publish(ctxTimeout(t, 10*time.Second), mdclient.Message{Subject: "lonely/x"})
 		wantStatus(t, st, err, mdclient.NotifyPublishNoSubscriber, mdclient.ErrNoSubscriber)
 	})
+}
+
+// TestTopicAliases: mosquitto allows 10 topic aliases; with 15 subjects published in
+// rounds, the first 10 go by alias after their first use, the rest in full, and every
+// message arrives under its own subject.
+func TestTopicAliases(t *testing.T) {
+	b := startMosquitto(t)
+	sub := b.Subscribe(t, "sub", subPassword, "allowed/#")
+	c := newClient(t, allowToken, []string{b.TCPAddr()}, mdclient.WithUsername("pub"))
+	ctx := ctxTimeout(t, 10*time.Second)
+	const subjects, rounds = 15, 3
+	var written []uint64
+	for round := range rounds {
+		for i := range subjects {
+			subject := fmt.Sprintf("allowed/alias/subject-%02d", i)
+			st, err := c.Publish(ctx, mdclient.Message{Subject: subject, Content: []byte(subject)})
+			wantStatus(t, st, err, mdclient.NotifyPublishOK, nil)
+			got := sub.Next(t)
+			if got.Topic != subject || string(got.Payload) != subject {
+				t.Fatalf("round %d: subscriber got %q %q, want %q", round, got.Topic, got.Payload, subject)
+			}
+		}
+		written = append(written, c.Stats().BytesWritten)
+	}
+	first, second := written[0], written[1]-written[0]
+	// Both rounds carry the alias property for ten subjects, but only the first their
+	// 24 topic bytes.
+	if saved := first - second; saved != 10*24 {
+		t.Errorf("the second round wrote %d bytes less than the first, want %d", saved, 10*24)
+	}
+	if third := written[2] - written[1]; third != second {
+		t.Errorf("the third round wrote %d bytes, the second %d: aliases should be stable", third, second)
+	}
 }

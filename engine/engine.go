@@ -62,12 +62,14 @@ type Engine struct {
 	counts     Stats      // the cumulative counters of Stats
 	final      Stats      // the last snapshot, written before quit is closed
 	seq        uint64
-	wbuf       []byte         // the batch being encoded
-	batch      []*Request     // the requests in wbuf: written once wbuf is handed over
-	ackBuf     []codec.Puback // the acks being handled; swapped with the connection\'s mailbox
-	spare      []byte         // the other batch buffer, when the writer has given it back
-	writing    bool           // a batch is with cur's writer
-	dls        deadlines      // requests on the default publish timeout
+	wbuf       []byte            // the batch being encoded
+	batch      []*Request        // the requests in wbuf: written once wbuf is handed over
+	ackBuf     []codec.Puback    // the acks being handled; swapped with the connection\'s mailbox
+	aliases    map[string]uint16 // topic aliases set up on cur
+	aliasMax   int               // cur's Topic Alias Maximum
+	spare      []byte            // the other batch buffer, when the writer has given it back
+	writing    bool              // a batch is with cur's writer
+	dls        deadlines         // requests on the default publish timeout
 	timer      *time.Timer
 	armed      time.Time // when timer fires; zero when stopped
 	draining   bool
@@ -299,8 +301,12 @@ func (e *Engine) encode() {
 			ResponseTopic:   r.ResponseTopic,
 			CorrelationData: r.CorrelationData,
 		}
-		if codec.PublishLen(&p) > e.maxSize {
-			r.Cause = fmt.Errorf("%d bytes encoded, server allows %d", codec.PublishLen(&p), e.maxSize)
+		e.alias(&p)
+		if n := codec.PublishLen(&p); n > e.maxSize {
+			if p.Topic != "" && p.TopicAlias != 0 {
+				delete(e.aliases, p.Topic) // set up for this packet, which is not sent
+			}
+			r.Cause = fmt.Errorf("%d bytes encoded, server allows %d", n, e.maxSize)
 			e.complete(r, TooLarge)
 			continue
 		}
@@ -312,6 +318,28 @@ func (e *Engine) encode() {
 		e.table[id] = r
 		e.wbuf = codec.AppendPublish(e.wbuf, &p)
 		e.batch = append(e.batch, r)
+	}
+}
+
+// alias replaces a repeated topic with its MQTT 5 topic alias on the connection in use:
+// the first PUBLISH of a topic carries the topic and sets up the alias, later ones carry
+// only the alias. Aliases are handed out first come, first served, until the server's
+// Topic Alias Maximum; later topics go in full.
+func (e *Engine) alias(p *codec.Publish) {
+	if e.aliasMax == 0 {
+		return
+	}
+	if a, ok := e.aliases[p.Topic]; ok {
+		p.Topic, p.TopicAlias = "", a
+		return
+	}
+	if len(e.aliases) < e.aliasMax {
+		if e.aliases == nil {
+			e.aliases = make(map[string]uint16)
+		}
+		a := uint16(len(e.aliases) + 1)
+		e.aliases[p.Topic] = a
+		p.TopicAlias = a
 	}
 }
 
@@ -426,6 +454,8 @@ func (e *Engine) up(c *conn.Conn) {
 		window = min(window, e.cfg.MaxInflight)
 	}
 	e.cur, e.server, e.maxSize = c, c.Endpoint().String(), lim.MaxPacketSize
+	e.aliasMax = lim.TopicAliasMaximum
+	clear(e.aliases) // aliases live as long as a connection
 	e.counts.Connections++
 	e.table = slices.Grow(e.table[:0], window+1)[:window+1]
 	clear(e.table)
