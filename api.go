@@ -156,7 +156,9 @@ func (c *Client) SetEntitlementToken(token string) {
 // A server is chosen at random by weight at start and on every failover.
 //
 // An entry that does not parse makes it return an error wrapping ErrInvalidServer and
-// naming the entry, and nothing changes. Calling it again replaces the list.
+// naming the entry, and nothing changes. Calling it again replaces the list: a live
+// connection to a server still listed is kept; one to a server no longer listed is closed
+// gracefully and what it had not acknowledged goes out again on a server of the new list.
 func (c *Client) SetServers(servers []string) error {
 	list, err := cluster.ParseList(servers)
 	if err != nil {

@@ -343,3 +343,33 @@ func TestStats(t *testing.T) {
 		t.Errorf("%d bytes written for three publishes", st.BytesWritten)
 	}
 }
+
+// TestSetServersMoves: a server dropped from the list is left at once, gracefully, and
+// publishing continues on the new list.
+func TestSetServersMoves(t *testing.T) {
+	a, b := embedded(t), embedded(t)
+	c := newClient(t, allowToken, []string{a.TCPAddr()})
+	ctx := ctxTimeout(t, 10*time.Second)
+	res := <-c.PublishAsync(ctx, mdclient.PublishRequest{Message: mdclient.Message{Subject: "move/x"}})
+	if res.Server != a.TCPAddr() {
+		t.Fatalf("answered by %q, want %s", res.Server, a.TCPAddr())
+	}
+	if err := c.SetServers([]string{b.WSAddr()}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		res := <-c.PublishAsync(ctx, mdclient.PublishRequest{Message: mdclient.Message{Subject: "move/x"}})
+		if res.Status != mdclient.NotifyPublishNoSubscriber {
+			t.Fatalf("%s %v", res.Status, res.Err)
+		}
+		if res.Server == b.WSAddr() {
+			break // moved
+		}
+		if ctx.Err() != nil {
+			t.Fatal("still publishing to the server removed from the list")
+		}
+	}
+	if st := c.Stats(); st.Server != b.WSAddr() || st.Reconnects != 1 {
+		t.Errorf("stats after the move: %+v", st)
+	}
+}

@@ -53,7 +53,8 @@ func New(cfg Config) *Cluster {
 	return &Cluster{cfg: cfg, updates: make(chan []Server, 1)}
 }
 
-// SetServers replaces the server list. A live connection is kept until it fails; the next
+// SetServers replaces the server list. A live connection to a server still listed is
+// kept until it fails; one to a server no longer listed is closed gracefully. The next
 // choice is made from the new list. It never blocks.
 func (c *Cluster) SetServers(servers []Server) {
 	for {
@@ -149,11 +150,20 @@ func (c *Cluster) Run(ctx context.Context) error {
 				break connected
 			case list := <-c.updates:
 				replace(list)
+				if !contains(list, cn.Endpoint()) {
+					// The server in use is no longer listed: leave it, gracefully; what
+					// it has not acknowledged is resent on the next connection.
+					c.cfg.Logger.Info("mdclient: server removed from the list, moving", "server", name)
+					cn.Close()
+				}
 			case <-ctx.Done():
 				cn.Close()
 				<-cn.Done()
 				return nil
 			}
+		}
+		if i := index(members, cn.Endpoint()); i >= 0 {
+			last = i // avoid it next time if it is still listed
 		}
 		// A connection that dies young (a server that drops us on some message, say) counts
 		// as a failed attempt, so that reconnecting backs off rather than spins.
@@ -165,6 +175,24 @@ func (c *Cluster) Run(ctx context.Context) error {
 		c.cfg.Logger.Warn("mdclient: connection lost", "server", name, "reason", cn.Err())
 		c.cfg.Notify(false, name, cn.Err())
 	}
+}
+
+func contains(list []Server, ep conn.Endpoint) bool {
+	for _, s := range list {
+		if s.Endpoint == ep {
+			return true
+		}
+	}
+	return false
+}
+
+func index(members []member, ep conn.Endpoint) int {
+	for i, m := range members {
+		if m.Endpoint == ep {
+			return i
+		}
+	}
+	return -1
 }
 
 // failed records a failed attempt on m: it reports m down after NotifyAfter failures, and
