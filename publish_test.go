@@ -373,3 +373,29 @@ func TestSetServersMoves(t *testing.T) {
 		t.Errorf("stats after the move: %+v", st)
 	}
 }
+
+// TestCloseDrains: requests handed over before Close get their real outcome, not
+// ErrClosed, when the server answers within the drain timeout.
+func TestCloseDrains(t *testing.T) {
+	srv := embedded(t)
+	for range 10 {
+		c := mdclient.NewClient()
+		c.SetEntitlementToken(allowToken)
+		if err := c.SetServers([]string{srv.TCPAddr()}); err != nil {
+			t.Fatal(err)
+		}
+		const n = 300
+		results := make(chan mdclient.PublishResult, n)
+		for range n {
+			c.PublishAsync(context.Background(), mdclient.PublishRequest{Message: mdclient.Message{Subject: "drain/x"}, Result: results})
+		}
+		if err := c.Close(); err != nil {
+			t.Fatal(err)
+		}
+		for range n {
+			if r := <-results; r.Status != mdclient.NotifyPublishNoSubscriber {
+				t.Fatalf("a request handed over before Close: %s %v", r.Status, r.Err)
+			}
+		}
+	}
+}

@@ -151,8 +151,8 @@ func Fail(r *Request, o Outcome, cause error) {
 	r.Owner.Complete(r)
 }
 
-// BeginClose makes the engine refuse new requests and drain the accepted ones until
-// deadline. Call it once.
+// BeginClose makes the engine drain the requests handed to it until deadline; the
+// caller stops new ones from coming. Call it once.
 func (e *Engine) BeginClose(deadline time.Time) { e.closing <- deadline }
 
 // Seal tells the engine, after BeginClose, that no caller will send another request.
@@ -173,7 +173,7 @@ func (e *Engine) Run() error {
 		in := e.in
 		room := max(1, e.cfg.MaxQueued-cap(e.in)) - (e.live - e.inflight)
 		if e.draining {
-			room = admitBatch // everything read is refused now
+			room = admitBatch // Close is waiting for the callers handing requests in
 		}
 		if room <= 0 {
 			in = nil // backpressure: callers wait in Submit
@@ -221,11 +221,9 @@ func (e *Engine) Run() error {
 	}
 }
 
+// admit takes r in. While draining it still does: a request in the input channel was
+// handed over before Close refused new ones, so it is drained like the rest.
 func (e *Engine) admit(r *Request) {
-	if e.draining {
-		Fail(r, Closed, nil)
-		return
-	}
 	r.state, r.written, r.dlPos = queued, false, noDeadline
 	r.seq = e.seq
 	e.seq++
