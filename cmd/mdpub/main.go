@@ -1,15 +1,36 @@
 // Command mdpub publishes a stream of messages with mdclient and reports what became of
-// them: the count per outcome, messages per second and latency percentiles.
+// every one of them: the count per outcome, messages per second, latency percentiles and
+// the failovers seen.
 //
-// With no flags it starts an embedded broker and a subscriber and publishes to them:
+// With no flags it starts an embedded broker with a subscriber, publishes to it for ten
+// seconds with a live progress bar, and prints a summary:
 //
 //	go run ./cmd/mdpub
 //
-// Against real servers:
+// Against real servers (entries as mdclient.Client.SetServers takes them, comma-separated):
 //
-//	go run ./cmd/mdpub --servers "tcp://broker1:1883,tcp://broker2:1883" --token SECRET --count 1000000
+//	MDCLIENT_TOKEN=secret mdpub --servers "tcp://broker1:1883,50 ws://broker2:8080" --count 1000000
 //
-// A bad flag or server entry prints one line and exits with code 2.
+// One message per line of standard input, one JSON line per outcome on standard output:
+//
+//	printf 'a\nb\n' | mdpub --servers tcp://broker1:1883 --subject orders --stdin
+//	{"closure":"line-1","status":"NOTIFY_PUBLISH_OK","server":"tcp://broker1:1883","error":""}
+//	...
+//
+// The embedded broker alone, until SIGINT or SIGTERM:
+//
+//	mdpub serve --allow-token secret
+//
+// Where things are written: progress and the summary go to standard output when it is a
+// terminal and to standard error when it is not, or when standard output carries data
+// (--stdin's JSON lines, --json's summary). On a terminal the progress is a bar redrawn in
+// place ten times a second; elsewhere it is a plain line at most once a second (--quiet
+// turns it off). ANSI codes (cursor, colour) are written only to a terminal, and colour
+// not when NO_COLOR is set.
+//
+// Exit codes: 0 when every message got NOTIFY_PUBLISH_OK (or there was none), 1 when some
+// did not, 2 for a usage error, a bad server entry, or no server reachable within the
+// connect timeout before the stream.
 package main
 
 import (
@@ -19,174 +40,248 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"slices"
-	"strconv"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/mdclient/mdclient"
-	"github.com/mdclient/mdclient/mdtest"
 )
 
-// embeddedToken is the allow-token of the embedded broker started when --servers is absent.
-const embeddedToken = "mdpub-allow"
+// Exit codes.
+const (
+	exitOK    = 0 // every message published
+	exitNotOK = 1 // some message got another outcome
+	exitUsage = 2 // bad flag, bad server entry, no server reachable
+)
 
-type config struct {
-	servers []string
-	token   string
-	subject string
-	count   int
-	size    int
-	rate    int
-	timeout time.Duration
+// defaultDuration is the length of the stream when neither --count nor --duration is given.
+const defaultDuration = 10 * time.Second
+
+// tokenEnv names the environment variable that supplies the token when --token is absent.
+const tokenEnv = "MDCLIENT_TOKEN"
+
+// env is what the command reads from and writes to; main passes the process's, tests
+// their own.
+type env struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	stdoutTTY      bool // stdout is a terminal
+	stderrTTY      bool // stderr is a terminal
+	getenv         func(string) string
 }
 
 func main() {
-	cfg, err := parseFlags(os.Args[1:])
-	if errors.Is(err, flag.ErrHelp) {
-		os.Exit(0)
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "mdpub:", err)
-		os.Exit(2)
-	}
-	code, err := run(cfg, os.Stdout)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "mdpub:", err)
-	}
-	os.Exit(code)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-ctx.Done()
+		stop() // a second Ctrl-C ends the process at once
+	}()
+	os.Exit(run(ctx, os.Args[1:], env{
+		stdin:     os.Stdin,
+		stdout:    os.Stdout,
+		stderr:    os.Stderr,
+		stdoutTTY: isTerminal(os.Stdout),
+		stderrTTY: isTerminal(os.Stderr),
+		getenv:    os.Getenv,
+	}))
 }
 
-func parseFlags(args []string) (config, error) {
-	var cfg config
+// isTerminal reports whether f is a character device, which is what a terminal is to a
+// program that does not ask the kernel more.
+func isTerminal(f *os.File) bool {
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// run is the whole command: it returns the exit code. ctx ending (SIGINT, SIGTERM) stops
+// the stream early; the summary still covers every message sent.
+func run(ctx context.Context, args []string, e env) int {
+	if len(args) > 0 && args[0] == "serve" {
+		return serve(ctx, args[1:], e)
+	}
+	cfg, err := parseFlags(args, e.getenv)
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprint(e.stderr, usage())
+		return exitOK
+	}
+	if err != nil {
+		fmt.Fprintf(e.stderr, "mdpub: %v (mdpub -h for help)\n", err)
+		return exitUsage
+	}
+	return publish(ctx, cfg, e)
+}
+
+// qos is the --qos flag.
+type qos mdclient.QoS
+
+func (q *qos) String() string {
+	if q != nil && mdclient.QoS(*q) == mdclient.QoSStandard {
+		return "standard"
+	}
+	return "guaranteed"
+}
+
+func (q *qos) Set(s string) error {
+	switch strings.ToLower(s) {
+	case "guaranteed":
+		*q = qos(mdclient.QoSGuaranteed)
+	case "standard":
+		*q = qos(mdclient.QoSStandard)
+	default:
+		return errors.New("want guaranteed or standard")
+	}
+	return nil
+}
+
+// config is what the flags ask for.
+type config struct {
+	servers        []string // empty: start an embedded broker
+	token          string   // a secret: never printed
+	subject        string
+	count          int           // 0: no limit by count
+	duration       time.Duration // 0: no limit by time
+	size           int
+	rate           int // messages per second; 0: as fast as the servers acknowledge
+	inflight       int // mdclient.WithMaxInflight; 0: the server's Receive Maximum
+	window         int // most messages awaiting their result at once
+	qos            mdclient.QoS
+	retained       bool
+	stdin          bool
+	json           bool
+	quiet          bool
+	timeout        time.Duration // publish timeout of each message
+	connectTimeout time.Duration
+	getenv         func(string) string
+}
+
+// maxSize bounds --size: MQTT's largest packet.
+const maxSize = 256 << 20
+
+// defaultWindow is --window's default: enough to keep a Receive Maximum of 1024 (mochi's,
+// EMQX's default is 32, Mosquitto's 20) full while the next acknowledgements travel, and
+// little enough that the latency reported without --rate is the servers' and not a queue's
+// inside the client (Little's law: latency = outstanding messages / throughput).
+const defaultWindow = 2048
+
+// maxWindow bounds --window.
+const maxWindow = 1 << 20
+
+func newFlagSet(cfg *config, servers *string, q *qos) *flag.FlagSet {
 	fs := flag.NewFlagSet("mdpub", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	servers := fs.String("servers", "", `comma-separated server entries, e.g. "tcp://h1:1883,50 ws://h2:8080"; default: an embedded broker`)
-	fs.StringVar(&cfg.token, "token", os.Getenv("MDCLIENT_TOKEN"), "entitlement token (default $MDCLIENT_TOKEN)")
-	fs.StringVar(&cfg.subject, "subject", "mdpub/stream", "subject (MQTT topic) to publish to")
-	fs.IntVar(&cfg.count, "count", 100000, "messages to publish")
-	fs.IntVar(&cfg.size, "size", 64, "content bytes per message")
+	fs.SetOutput(io.Discard) // errors are reported in one line by run; -h by usage
+	fs.StringVar(servers, "servers", "", "comma-separated server entries \"[weight ]address\", e.g. \"tcp://h1:1883,50 ws://h2:8080\"; default: an embedded broker")
+	fs.StringVar(&cfg.token, "token", "", "entitlement token (default $"+tokenEnv+"); never printed")
+	fs.StringVar(&cfg.subject, "subject", "mdpub/stream", "subject (MQTT topic name) to publish to")
+	fs.IntVar(&cfg.count, "count", 0, "messages to publish (default: as many as --duration allows)")
+	fs.DurationVar(&cfg.duration, "duration", 0, "how long to publish (default 10s unless --count or --stdin is given)")
+	fs.IntVar(&cfg.size, "size", 64, "content bytes per message (not with --stdin)")
 	fs.IntVar(&cfg.rate, "rate", 0, "messages per second; 0 publishes as fast as the servers acknowledge")
-	fs.DurationVar(&cfg.timeout, "timeout", 10*time.Second, "publish timeout of each message")
+	fs.IntVar(&cfg.inflight, "inflight", 0, "most unacknowledged messages per connection (default: the server's Receive Maximum)")
+	fs.IntVar(&cfg.window, "window", defaultWindow, "most messages awaiting their result at once (in flight, queued in the client, or results not yet read); latency is measured at this concurrency")
+	fs.Var(q, "qos", "delivery `guarantee`: guaranteed (resent after failover) or standard (never resent) (default guaranteed)")
+	fs.BoolVar(&cfg.retained, "retained", false, "publish retained messages")
+	fs.BoolVar(&cfg.stdin, "stdin", false, "publish one message per line of standard input; one JSON line per outcome on standard output")
+	fs.BoolVar(&cfg.json, "json", false, "print the summary as JSON on standard output")
+	fs.BoolVar(&cfg.quiet, "quiet", false, "no progress")
+	fs.DurationVar(&cfg.timeout, "timeout", mdclient.DefaultPublishTimeout, "publish timeout of each message")
+	fs.DurationVar(&cfg.connectTimeout, "connect-timeout", mdclient.DefaultConnectTimeout, "how long to wait for a first connection before giving up (exit 2)")
+	return fs
+}
+
+// usage returns the help text.
+func usage() string {
+	var b strings.Builder
+	b.WriteString(`Usage:
+  mdpub [flags]          publish a stream and report every outcome (no flags: embedded broker, 10 s)
+  mdpub --stdin [flags]  publish each line of standard input; JSON lines of outcomes on standard output
+  mdpub serve [flags]    run the embedded broker alone (mdpub serve -h)
+
+Flags:
+`)
+	var cfg config
+	var servers string
+	var q qos
+	fs := newFlagSet(&cfg, &servers, &q)
+	var flags strings.Builder
+	fs.SetOutput(&flags)
+	fs.PrintDefaults()
+	b.WriteString(doubleDash(flags.String()))
+	b.WriteString(`
+Output: progress and the summary go to stdout on a terminal (a bar redrawn in place), else
+to stderr (a plain progress line once a second); with --stdin or --json, stdout carries only
+JSON lines. No ANSI codes unless writing to a terminal; no colour with NO_COLOR set.
+
+Exit codes: 0 every message NOTIFY_PUBLISH_OK, 1 some not, 2 usage or connection error.
+`)
+	return b.String()
+}
+
+// doubleDash writes the flags of PrintDefaults' output as --name, the form the
+// documentation uses (the flag package takes both).
+func doubleDash(s string) string { return strings.ReplaceAll("\n"+s, "\n  -", "\n  --")[1:] }
+
+// parseFlags turns the arguments into a config; the error is one line fit for stderr.
+func parseFlags(args []string, getenv func(string) string) (config, error) {
+	cfg := config{getenv: getenv}
+	var servers string
+	var q qos
+	fs := newFlagSet(&cfg, &servers, &q)
 	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(os.Stderr)
-			fs.PrintDefaults()
-		}
 		return cfg, err
 	}
 	if fs.NArg() > 0 {
 		return cfg, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
-	switch {
-	case cfg.count < 1:
-		return cfg, fmt.Errorf("--count must be at least 1")
-	case cfg.size < 0:
-		return cfg, fmt.Errorf("--size must not be negative")
-	case cfg.rate < 0:
-		return cfg, fmt.Errorf("--rate must not be negative")
-	case cfg.timeout <= 0:
-		return cfg, fmt.Errorf("--timeout must be positive")
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	cfg.qos = mdclient.QoS(q)
+	if !set["token"] && getenv != nil {
+		cfg.token = getenv(tokenEnv)
 	}
-	for _, s := range strings.Split(*servers, ",") {
-		if s = strings.TrimSpace(s); s != "" {
-			cfg.servers = append(cfg.servers, s)
+	switch {
+	case set["count"] && cfg.count < 1:
+		return cfg, errors.New("--count must be at least 1")
+	case set["duration"] && cfg.duration <= 0:
+		return cfg, errors.New("--duration must be positive")
+	case cfg.size < 0 || cfg.size > maxSize:
+		return cfg, fmt.Errorf("--size must be from 0 to %d", maxSize)
+	case cfg.stdin && set["size"]:
+		return cfg, errors.New("--size does not go with --stdin: each line is a message")
+	case cfg.rate < 0:
+		return cfg, errors.New("--rate must not be negative")
+	case cfg.inflight < 0:
+		return cfg, errors.New("--inflight must not be negative")
+	case cfg.window < 1 || cfg.window > maxWindow:
+		return cfg, fmt.Errorf("--window must be from 1 to %d", maxWindow)
+	case cfg.timeout <= 0:
+		return cfg, errors.New("--timeout must be positive")
+	case cfg.connectTimeout <= 0:
+		return cfg, errors.New("--connect-timeout must be positive")
+	case !validSubject(cfg.subject):
+		return cfg, fmt.Errorf("--subject %q is not a valid topic name (empty, '+', '#', NUL or invalid UTF-8)", cfg.subject)
+	}
+	if !set["window"] && cfg.inflight > 0 {
+		cfg.window = max(cfg.window, 2*cfg.inflight) // keep a larger window than asked for full
+	}
+	if !cfg.stdin && !set["count"] && !set["duration"] {
+		cfg.duration = defaultDuration
+	}
+	if set["servers"] {
+		for _, s := range strings.Split(servers, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				cfg.servers = append(cfg.servers, s)
+			}
+		}
+		if len(cfg.servers) == 0 {
+			return cfg, errors.New("--servers names no server")
 		}
 	}
 	return cfg, nil
 }
 
-// run publishes the stream and prints the report. The exit code is 0 when every message
-// was published, 1 when some were not, 2 when the setup failed.
-func run(cfg config, out io.Writer) (int, error) {
-	if len(cfg.servers) == 0 {
-		srv, err := mdtest.NewServer(mdtest.WithAllowToken(embeddedToken))
-		if err != nil {
-			return 2, err
-		}
-		defer srv.Close()
-		sub, err := srv.Subscribe(cfg.subject)
-		if err != nil {
-			return 2, err
-		}
-		defer sub.Close()
-		go func() {
-			for range sub.Messages() {
-			}
-		}()
-		cfg.servers, cfg.token = []string{srv.WSAddr()}, embeddedToken
-		fmt.Fprintf(out, "embedded broker at %s and %s, with a subscriber to %q\n", srv.WSAddr(), srv.TCPAddr(), cfg.subject)
-	}
-
-	c := mdclient.NewClient(mdclient.WithPublishTimeout(cfg.timeout))
-	defer c.Close()
-	c.SetEntitlementToken(cfg.token)
-	if err := c.SetServers(cfg.servers); err != nil {
-		return 2, err
-	}
-
-	content := make([]byte, cfg.size)
-	for i := range content {
-		content[i] = 'a' + byte(i%26)
-	}
-	// Closures index the send times; made before the clock starts.
-	closures := make([]string, cfg.count)
-	for i := range closures {
-		closures[i] = strconv.Itoa(i)
-	}
-	sentAt := make([]time.Time, cfg.count)
-	latencies := make([]time.Duration, 0, cfg.count)
-	counts := map[mdclient.Status]int{}
-	var firstErr = map[mdclient.Status]error{}
-
-	results := make(chan mdclient.PublishResult, 1024)
-	ctx := context.Background()
-	start := time.Now()
-	go func() {
-		for i := range cfg.count {
-			if cfg.rate > 0 {
-				if wait := time.Until(start.Add(time.Duration(i) * time.Second / time.Duration(cfg.rate))); wait > time.Millisecond {
-					time.Sleep(wait)
-				}
-			}
-			sentAt[i] = time.Now()
-			c.PublishAsync(ctx, mdclient.PublishRequest{
-				Message: mdclient.Message{Subject: cfg.subject, Content: content, Closure: closures[i]},
-				Result:  results,
-			})
-		}
-	}()
-	for range cfg.count {
-		r := <-results
-		i, _ := strconv.Atoi(r.Closure)
-		latencies = append(latencies, time.Since(sentAt[i]))
-		counts[r.Status]++
-		if r.Err != nil && firstErr[r.Status] == nil {
-			firstErr[r.Status] = r.Err
-		}
-	}
-	elapsed := time.Since(start)
-
-	fmt.Fprintf(out, "published %d messages of %d bytes to %s in %v\n", cfg.count, cfg.size, strings.Join(cfg.servers, ", "), elapsed.Round(time.Millisecond))
-	for _, st := range []mdclient.Status{mdclient.NotifyPublishOK, mdclient.NotifyPublishNoSubscriber,
-		mdclient.NotifyPublishDenied, mdclient.NotifyPublishFailed, mdclient.NotifyPublishTimeout} {
-		if counts[st] == 0 {
-			continue
-		}
-		fmt.Fprintf(out, "  %-30s %9d", st, counts[st])
-		if err := firstErr[st]; err != nil {
-			fmt.Fprintf(out, "   first error: %v", err)
-		}
-		fmt.Fprintln(out)
-	}
-	fmt.Fprintf(out, "throughput  %.0f messages/s\n", float64(cfg.count)/elapsed.Seconds())
-	slices.Sort(latencies)
-	pct := func(p float64) time.Duration { return latencies[min(len(latencies)-1, int(p*float64(len(latencies))))] }
-	fmt.Fprintf(out, "latency     p50 %v  p90 %v  p99 %v  p99.9 %v  max %v\n",
-		pct(0.50).Round(time.Microsecond), pct(0.90).Round(time.Microsecond), pct(0.99).Round(time.Microsecond),
-		pct(0.999).Round(time.Microsecond), latencies[len(latencies)-1].Round(time.Microsecond))
-	if counts[mdclient.NotifyPublishOK] != cfg.count {
-		return 1, nil
-	}
-	return 0, nil
+// validSubject reports whether s may be an MQTT topic name.
+func validSubject(s string) bool {
+	return s != "" && utf8.ValidString(s) && !strings.ContainsAny(s, "+#\x00")
 }
