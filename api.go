@@ -279,7 +279,7 @@ func (c *Client) PublishAsync(ctx context.Context, r PublishRequest) <-chan Publ
 	req.Owner = req
 	req.Ctx = ctx
 	if err := req.fill(&r.Message); err != nil {
-		engine.Fail(&req.Request, engine.Closed, err) // Cause carries the verdict; see result
+		engine.Fail(&req.Request, engine.Closed, err) // the outcome is not read: req.invalid decides
 		return ch
 	}
 	if _, ok := ctx.Deadline(); !ok {
