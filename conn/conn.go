@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -140,6 +141,8 @@ type Conn struct {
 	err       error        // why it ended; written once before stop closes
 	lastRead  atomic.Int64 // unix nanoseconds of the latest read with data; the reader writes it
 	wsCancel  context.CancelFunc
+	rd        io.Reader                  // what the reader reads: nc, or the WebSocket's messages in a row
+	watchdog  atomic.Pointer[time.Timer] // the keep-alive check due next
 }
 
 // Dial connects to ep, sends CONNECT and waits for CONNACK. A CONNACK with a failure code
@@ -166,6 +169,9 @@ func Dial(ctx context.Context, ep Endpoint, cfg *Config) (*Conn, error) {
 	c.nc, err = c.dialTransport(ctx, cfg)
 	if err != nil {
 		return nil, err
+	}
+	if c.rd == nil {
+		c.rd = c.nc
 	}
 	if err := c.handshake(ctx, cfg); err != nil {
 		c.closeSocket()
@@ -201,16 +207,16 @@ func (c *Conn) dialTransport(ctx context.Context, cfg *Config) (net.Conn, error)
 		// connection when the context of a read or write ends.
 		life, cancel := context.WithCancel(context.Background())
 		c.wsCancel = cancel
+		c.rd = &wsReader{ws: ws}
 		return websocket.NetConn(life, ws, websocket.MessageBinary), nil
 	}
 	return nil, fmt.Errorf("unknown transport %v", c.ep.Transport)
 }
 
 func (c *Conn) handshake(ctx context.Context, cfg *Config) error {
-	if dl, ok := ctx.Deadline(); ok {
-		c.nc.SetDeadline(dl)
-	}
-	stopWatch := context.AfterFunc(ctx, func() { c.nc.SetDeadline(time.Unix(1, 0)) })
+	// Past the connect timeout the socket is closed, which ends a blocked read or write
+	// on every transport.
+	stopWatch := context.AfterFunc(ctx, c.closeSocket)
 	defer stopWatch()
 
 	connect := codec.Connect{
@@ -251,13 +257,12 @@ func (c *Conn) handshake(ctx context.Context, cfg *Config) error {
 				c.keepAlive = time.Duration(ack.ServerKeepAlive) * time.Second
 			}
 			c.leftover = append([]byte(nil), buf[n:]...)
-			c.nc.SetDeadline(time.Time{})
 			return nil
 		}
 		if len(buf) == cap(buf) {
 			buf = append(buf, 0)[:len(buf)]
 		}
-		m, err := c.nc.Read(buf[len(buf):cap(buf)])
+		m, err := c.rd.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+m]
 		if err != nil {
 			if ctx.Err() != nil {
@@ -298,6 +303,9 @@ func (c *Conn) Err() error {
 func (c *Conn) Start(events chan<- Event, quit <-chan struct{}) {
 	now := time.Now().UnixNano()
 	c.lastRead.Store(now)
+	if c.keepAlive > 0 {
+		c.watch(c.keepAlive * 3 / 2)
+	}
 	writerDone := make(chan struct{})
 	emit := func(ev Event) {
 		select {
@@ -358,8 +366,35 @@ func (c *Conn) shutdown(err error) {
 	c.stopOnce.Do(func() {
 		c.err = err
 		close(c.stop)
+		if t := c.watchdog.Load(); t != nil {
+			t.Stop()
+		}
 		c.closeSocket()
 	})
+}
+
+// watch checks, after d, that something arrived from the server in the last 1.5
+// keep-alive intervals, and drops the connection if not. It is the connection's one
+// keep-alive clock: reads only store a time stamp, and a writer stuck on a dead server
+// cannot hold it up. (The writer pings a quiet server, so a live one always answers.)
+func (c *Conn) watch(d time.Duration) {
+	t := time.AfterFunc(d, func() {
+		select {
+		case <-c.stop:
+			return
+		default:
+		}
+		limit := c.keepAlive * 3 / 2
+		silent := time.Since(time.Unix(0, c.lastRead.Load()))
+		if silent < limit {
+			c.watch(limit - silent)
+			return
+		}
+		c.log.Warn("mdclient: server silent, dropping connection", "server", c.ep.String(),
+			"silent_for", silent.Round(time.Millisecond))
+		c.shutdown(ErrKeepAlive)
+	})
+	c.watchdog.Store(t)
 }
 
 func (c *Conn) closeSocket() {
@@ -422,7 +457,6 @@ func (c *Conn) readLoop(emit func(Event)) error {
 	buf := make([]byte, 0, 32<<10)
 	buf = append(buf, c.leftover...)
 	c.leftover = nil
-	var deadlineSet time.Time
 	acks := make([]codec.Puback, 0, 128) // what one read brought; reused
 	for {
 		var err error
@@ -435,15 +469,7 @@ func (c *Conn) readLoop(emit func(Event)) error {
 		if len(buf) == cap(buf) {
 			buf = append(buf, 0)[:len(buf)]
 		}
-		if ka := c.keepAlive; ka > 0 {
-			// The deadline moves with the reads, at most every ka/8, so that it costs
-			// little; the server is then declared silent after 1.375–1.5 intervals.
-			if now := time.Now(); now.Sub(deadlineSet) >= ka/8 {
-				deadlineSet = now
-				c.nc.SetReadDeadline(now.Add(ka * 3 / 2))
-			}
-		}
-		n, err := c.nc.Read(buf[len(buf):cap(buf)])
+		n, err := c.rd.Read(buf[len(buf):cap(buf)])
 		if n > 0 {
 			c.lastRead.Store(time.Now().UnixNano())
 			buf = buf[:len(buf)+n]
@@ -453,12 +479,6 @@ func (c *Conn) readLoop(emit func(Event)) error {
 			case <-c.stop:
 				return c.err // ended on our side; keep that reason
 			default:
-			}
-			// The read deadline expired (TCP says so; WebSocket reports a cancelled read).
-			if silent := time.Since(time.Unix(0, c.lastRead.Load())); c.keepAlive > 0 && silent >= c.keepAlive*5/4 {
-				c.log.Warn("mdclient: server silent, dropping connection", "server", c.ep.String(),
-					"silent_for", silent.Round(time.Millisecond), "error", err)
-				return ErrKeepAlive
 			}
 			acks, perr := c.parse(&buf, acks[:0])
 			c.deliverAcks(acks, emit)
@@ -503,5 +523,44 @@ func (c *Conn) parse(buf *[]byte, acks []codec.Puback) ([]codec.Puback, error) {
 		default:
 			return acks, fmt.Errorf("%w: unexpected packet type %d", ErrProtocol, h.Type)
 		}
+	}
+}
+
+// wsReader reads the binary messages of a WebSocket as one stream of bytes (MQTT packets
+// may span messages, and one message may hold several). It asks coder/websocket for each
+// message with a context that cannot end: with one that can (as its NetConn uses), every
+// message would cost a context.AfterFunc, which for one 4-byte PUBACK per message was most
+// of the reader's time. Deadlines are not needed: the keep-alive watchdog and shutdown
+// close the connection, which ends a blocked read.
+type wsReader struct {
+	ws  *websocket.Conn
+	cur io.Reader // the message being read; nil between messages
+}
+
+func (r *wsReader) Read(p []byte) (int, error) {
+	for {
+		if r.cur == nil {
+			typ, m, err := r.ws.Reader(context.Background())
+			if err != nil {
+				switch websocket.CloseStatus(err) {
+				case websocket.StatusNormalClosure, websocket.StatusGoingAway:
+					return 0, io.EOF
+				}
+				return 0, err
+			}
+			if typ != websocket.MessageBinary {
+				return 0, fmt.Errorf("%w: a text WebSocket message", ErrProtocol)
+			}
+			r.cur = m
+		}
+		n, err := r.cur.Read(p)
+		if err == io.EOF {
+			r.cur = nil
+			if n == 0 {
+				continue
+			}
+			err = nil
+		}
+		return n, err
 	}
 }
