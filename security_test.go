@@ -1,22 +1,13 @@
 package mdclient_test
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/big"
-	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -195,77 +186,11 @@ func TestTokenNeverLogged(t *testing.T) {
 	t.Logf("checked %d log records (%d at Debug) and %d other texts", len(records), debug, len(sink.out))
 }
 
-// testPKI writes a fresh CA and a server certificate for 127.0.0.1 signed by it into
-// t.TempDir(), as mosquitto reads them, and returns the files and a pool trusting the CA.
-func testPKI(t *testing.T) (*mosquittotest.TLSFiles, *x509.CertPool) {
-	t.Helper()
-	dir := t.TempDir()
-	now := time.Now()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caTmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "mdclient test CA"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leafDER, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{
-		SerialNumber: big.NewInt(2),
-		Subject:      pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-	}, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	files := &mosquittotest.TLSFiles{
-		CAFile:   filepath.Join(dir, "ca.pem"),
-		CertFile: filepath.Join(dir, "server.pem"),
-		KeyFile:  filepath.Join(dir, "server.key"),
-	}
-	for path, block := range map[string]*pem.Block{
-		files.CAFile:   {Type: "CERTIFICATE", Bytes: caDER},
-		files.CertFile: {Type: "CERTIFICATE", Bytes: leafDER},
-		files.KeyFile:  {Type: "PRIVATE KEY", Bytes: keyDER},
-	} {
-		if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(ca)
-	return files, pool
-}
-
 // startTLSMosquitto starts mosquitto with TLS and secure WebSocket listeners whose
 // certificate is signed by a fresh test CA, and returns it with a pool trusting that CA.
 func startTLSMosquitto(t *testing.T) (*mosquittotest.Broker, *x509.CertPool) {
 	t.Helper()
-	files, pool := testPKI(t)
+	files, pool := mosquittotest.NewTestCA(t)
 	b := mosquittotest.Start(t, mosquittotest.Config{
 		Users: map[string]string{"pub": allowToken, "sub": subPassword},
 		ACL:   "user pub\ntopic write tls/#\n\nuser sub\ntopic read tls/#\n",
@@ -279,7 +204,7 @@ func startTLSMosquitto(t *testing.T) (*mosquittotest.Broker, *x509.CertPool) {
 // verification and publishes end FAILED. So it does with a pool of another CA.
 func TestTLSVerifiesByDefault(t *testing.T) {
 	b, _ := startTLSMosquitto(t)
-	_, otherPool := testPKI(t)
+	_, otherPool := mosquittotest.NewTestCA(t)
 	for _, tc := range []struct {
 		name string
 		opts []mdclient.Option
