@@ -141,6 +141,7 @@ type Conn struct {
 	err       error        // why it ended; written once before stop closes
 	lastRead  atomic.Int64 // unix nanoseconds of the latest read with data; the reader writes it
 	wsCancel  context.CancelFunc
+	ws        *websocket.Conn            // for WS and WSS
 	rd        io.Reader                  // what the reader reads: nc, or the WebSocket's messages in a row
 	watchdog  atomic.Pointer[time.Timer] // the keep-alive check due next
 }
@@ -207,7 +208,7 @@ func (c *Conn) dialTransport(ctx context.Context, cfg *Config) (net.Conn, error)
 		// connection when the context of a read or write ends.
 		life, cancel := context.WithCancel(context.Background())
 		c.wsCancel = cancel
-		c.rd = &wsReader{ws: ws}
+		c.ws, c.rd = ws, &wsReader{ws: ws}
 		return websocket.NetConn(life, ws, websocket.MessageBinary), nil
 	}
 	return nil, fmt.Errorf("unknown transport %v", c.ep.Transport)
@@ -398,8 +399,12 @@ func (c *Conn) watch(d time.Duration) {
 }
 
 func (c *Conn) closeSocket() {
-	if c.wsCancel != nil {
-		c.wsCancel() // first: it drops the socket at once, where Close would wait on a stuck write
+	if c.ws != nil {
+		// No WebSocket close handshake: it would wait for a server that may be gone. The
+		// MQTT DISCONNECT, when there is one, has been written already.
+		c.wsCancel()
+		c.ws.CloseNow()
+		return
 	}
 	c.nc.Close()
 }
