@@ -64,7 +64,7 @@ type Engine struct {
 	seq        uint64
 	wbuf       []byte            // the batch being encoded
 	batch      []*Request        // the requests in wbuf: written once wbuf is handed over
-	ackBuf     []codec.Puback    // the acks being handled; swapped with the connection\'s mailbox
+	ackBuf     []codec.Puback    // the acks being handled; swapped with the connection's mailbox
 	aliases    map[string]uint16 // topic aliases set up on cur
 	aliasMax   int               // cur's Topic Alias Maximum
 	spare      []byte            // the other batch buffer, when the writer has given it back
