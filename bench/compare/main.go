@@ -298,7 +298,7 @@ func compare(ctx context.Context, cfg config) ([]sample, error) {
 func printTable(samples []sample, cfg config, withRatio bool) {
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	anySaturated := false
-	fmt.Fprintln(tw, "client\ttransport\tmsgs/s\tspread\tratio-to-raw\tp50\tp99\tp999\tcpu/msg\tbroker cpu/msg\tfailed\t")
+	fmt.Fprintln(tw, "client\ttransport\tmsgs/s\tspread\tratio-to-raw\tratio range\tp50\tp99\tp999\tcpu/msg\tbroker cpu/msg\tfailed\t")
 	for _, tr := range cfg.transports {
 		for _, c := range cfg.clients {
 			var rates, ratios, p50, p99, p999, ccpu, bcpu []float64
@@ -328,11 +328,12 @@ func printTable(samples []sample, cfg config, withRatio bool) {
 			if saturated(mine) {
 				mark, anySaturated = "*", true
 			}
-			ratio := "-"
+			ratio, span := "-", "-"
 			if withRatio && len(ratios) > 0 {
 				ratio = fmt.Sprintf("%.2f", median(ratios))
+				span = fmt.Sprintf("%.2f–%.2f", minOf(ratios), maxOf(ratios))
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t±%.0f%%\t%s\t%s\t%s\t%s\t%.1fµs\t%.1fµs\t%d\t\n", c, tr, fmtRate(m)+mark, spread*50, ratio,
+			fmt.Fprintf(tw, "%s\t%s\t%s\t±%.0f%%\t%s\t%s\t%s\t%s\t%s\t%.1fµs\t%.1fµs\t%d\t\n", c, tr, fmtRate(m)+mark, spread*50, ratio, span,
 				fmtLat(median(p50)), fmtLat(median(p99)), fmtLat(median(p999)), median(ccpu), median(bcpu), failed)
 		}
 	}
