@@ -490,6 +490,13 @@ func (c *Conn) readLoop(emit func(Event)) error {
 			if perr != nil {
 				return perr
 			}
+			select {
+			case <-c.closing:
+				// Close was called: the server closing after our DISCONNECT is the end we
+				// asked for, even when the reader sees it before the writer has finished.
+				return ErrClosed
+			default:
+			}
 			return err
 		}
 	}
