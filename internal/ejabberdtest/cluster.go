@@ -249,7 +249,7 @@ func Start(t testing.TB, cfg Config) *Cluster {
 	users := slices.Sorted(maps.Keys(cfg.Users))
 	errs = make([]error, len(users))
 	for i, u := range users {
-		wg.Go(func() { _, errs[i] = first.ctlRun("register", u, Domain, cfg.Users[u]) })
+		wg.Go(func() { errs[i] = first.register(u, cfg.Users[u], time.Now().Add(ReadyTimeout)) })
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
@@ -558,6 +558,18 @@ func (n *Node) ctlRun(args ...string) (string, error) {
 		return out, fmt.Errorf("ejabberdctl %s: %v: %s", strings.Join(args, " "), p.err, out)
 	}
 	return out, nil
+}
+
+// register registers user on the node. Just after a boot the node can serve and yet not
+// have loaded its passwd table (the command then fails with no_exists): that is retried.
+func (n *Node) register(user, password string, deadline time.Time) error {
+	for {
+		out, err := n.ctlRun("register", user, Domain, password)
+		if err == nil || !strings.Contains(out, "no_exists") || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(pollInterval) // readiness polling
+	}
 }
 
 // Ctl runs "ejabberdctl ARGS" against the node, fails the test if the command fails and
