@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"slices"
 	"sync"
 	"time"
@@ -19,6 +20,8 @@ const (
 	admitBatch = 256
 	// maxBatchBytes caps how much the engine encodes ahead while the writer is busy.
 	maxBatchBytes = 256 << 10
+	// smallBatch is the size below which the engine yields once before writing a batch.
+	smallBatch = 16 << 10
 )
 
 // abandoned marks a slot of the in-flight table whose request already has its outcome
@@ -171,10 +174,7 @@ func (e *Engine) Run() error {
 			return nil
 		}
 		in := e.in
-		room := max(1, e.cfg.MaxQueued-cap(e.in)) - (e.live - e.inflight)
-		if e.draining {
-			room = admitBatch // Close is waiting for the callers handing requests in
-		}
+		room := e.room()
 		if room <= 0 {
 			in = nil // backpressure: callers wait in Submit
 		}
@@ -185,15 +185,7 @@ func (e *Engine) Run() error {
 		select {
 		case r := <-in:
 			e.admit(r)
-			for i := 1; i < min(room, admitBatch); i++ {
-				select {
-				case r := <-in:
-					e.admit(r)
-					continue
-				default:
-				}
-				break
-			}
+			e.admitWaiting(min(room, admitBatch) - 1)
 		case ev := <-e.events:
 			e.handle(ev)
 		case r := <-e.cancels:
@@ -217,6 +209,26 @@ func (e *Engine) Run() error {
 				}
 				break
 			}
+		}
+	}
+}
+
+// room is how many more requests the engine takes in now.
+func (e *Engine) room() int {
+	if e.draining {
+		return admitBatch // Close is waiting for the callers handing requests in
+	}
+	return max(1, e.cfg.MaxQueued-cap(e.in)) - (e.live - e.inflight)
+}
+
+// admitWaiting takes in up to n requests that are already in the input channel.
+func (e *Engine) admitWaiting(n int) {
+	for ; n > 0; n-- {
+		select {
+		case r := <-e.in:
+			e.admit(r)
+		default:
+			return
 		}
 	}
 }
@@ -276,9 +288,26 @@ func (e *Engine) pump() {
 	// Encode a batch; if the writer was idle and took it, encode the next one meanwhile.
 	for {
 		e.encode()
+		e.gather()
 		if !e.flush() {
 			return
 		}
+	}
+}
+
+// gather lets callers about to hand in requests do so before a small batch goes to an
+// idle writer. Callers publishing from many goroutines are woken by the results the
+// engine has just delivered, onto the engine's own processor: without a yield each of
+// them would meet an idle writer and get a write (a system call) of its own. When no one
+// else is runnable, Gosched returns at once.
+func (e *Engine) gather() {
+	if e.writing || e.cur == nil || len(e.wbuf) == 0 || len(e.wbuf) >= smallBatch || e.isSealed {
+		return
+	}
+	runtime.Gosched()
+	if n := min(e.room(), admitBatch); n > 0 {
+		e.admitWaiting(n)
+		e.encode()
 	}
 }
 
