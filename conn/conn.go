@@ -363,8 +363,16 @@ func (c *Conn) Unstarted() {
 	close(c.done)
 }
 
+// shutdown ends the connection and keeps the first reason given. After Close the reason
+// is ErrClosed whichever goroutine gets here first (the writer, the reader seeing the
+// server close after our DISCONNECT, the watchdog): that is the end the client asked for.
 func (c *Conn) shutdown(err error) {
 	c.stopOnce.Do(func() {
+		select {
+		case <-c.closing:
+			err = ErrClosed
+		default:
+		}
 		c.err = err
 		close(c.stop)
 		if t := c.watchdog.Load(); t != nil {
@@ -489,13 +497,6 @@ func (c *Conn) readLoop(emit func(Event)) error {
 			c.deliverAcks(acks, emit)
 			if perr != nil {
 				return perr
-			}
-			select {
-			case <-c.closing:
-				// Close was called: the server closing after our DISCONNECT is the end we
-				// asked for, even when the reader sees it before the writer has finished.
-				return ErrClosed
-			default:
 			}
 			return err
 		}
