@@ -371,22 +371,82 @@ func validString(s string) bool {
 	return true
 }
 
-// ValidTopicName reports whether s may be sent as a PUBLISH topic name: one
-// to 65535 bytes of valid UTF-8 (so no surrogate halves) without U+0000 and
-// without the wildcards '+' and '#', which only topic filters may hold.
-// It does not allocate, so it can guard every publish.
+// ValidTopicName reports whether s may be sent as a PUBLISH topic name; see
+// [CheckTopicName] for the rules and for why a name is refused. It does not
+// allocate, so it can guard every publish.
 func ValidTopicName(s string) bool {
 	if len(s) == 0 || len(s) > 65535 {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
-		switch s[i] {
-		case 0, '+', '#':
-			return false
+		if c := s[i]; c >= utf8.RuneSelf || !plainTopicByte[c] {
+			return checkTopicTail(s, i) == nil
 		}
 	}
-	return utf8.ValidString(s)
+	return true
 }
+
+// CheckTopicName returns nil when s may be sent as a PUBLISH topic name, and
+// otherwise says why not: a name is 1 to 65535 bytes of well-formed UTF-8
+// (so no surrogate halves or overlong forms), without U+0000, without the
+// wildcards '+' and '#' (only topic filters hold them), and — because MQTT 5
+// §1.5.4 lets a receiver treat them as a malformed packet, and brokers such
+// as Mosquitto do and drop the connection — without control characters
+// (U+0001–U+001F, U+007F–U+009F) or Unicode noncharacters (U+FDD0–U+FDEF and
+// the last two code points of every plane, such as U+FFFF). The reason names
+// the offending character and its byte offset, never the whole name.
+func CheckTopicName(s string) error {
+	switch {
+	case len(s) == 0:
+		return errors.New("empty")
+	case len(s) > 65535:
+		return fmt.Errorf("%d bytes, more than the 65535 a topic name may have", len(s))
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= utf8.RuneSelf || !plainTopicByte[c] {
+			return checkTopicTail(s, i)
+		}
+	}
+	return nil
+}
+
+// checkTopicTail checks s from byte i on, where the fast ASCII scan stopped.
+func checkTopicTail(s string, i int) error {
+	for i < len(s) {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			switch {
+			case c == '+' || c == '#':
+				return fmt.Errorf("the wildcard %q at byte %d", c, i)
+			case c == 0:
+				return fmt.Errorf("U+0000 at byte %d", i)
+			case c < 0x20 || c == 0x7f:
+				return fmt.Errorf("the control character %U at byte %d", c, i)
+			}
+			i++
+			continue
+		}
+		r, n := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && n <= 1:
+			return fmt.Errorf("invalid UTF-8 at byte %d", i)
+		case r >= 0x80 && r <= 0x9f:
+			return fmt.Errorf("the control character %U at byte %d", r, i)
+		case r >= 0xfdd0 && r <= 0xfdef, r&0xfffe == 0xfffe:
+			return fmt.Errorf("the Unicode noncharacter %U at byte %d", r, i)
+		}
+		i += n
+	}
+	return nil
+}
+
+// plainTopicByte marks the ASCII bytes a topic name may hold as they are.
+var plainTopicByte = func() (t [utf8.RuneSelf]bool) {
+	for c := 0x20; c < 0x7f; c++ {
+		t[c] = c != '+' && c != '#'
+	}
+	return t
+}()
 
 // validTopicBytes is ValidTopicName for a decoded, already UTF-8 checked name.
 func validTopicBytes(b []byte) bool {

@@ -148,10 +148,32 @@ func TestValidTopicName(t *testing.T) {
 		{"a\xffb", false},         // not UTF-8
 		{"a\xed\xa0\x80b", false}, // U+D800 encoded as UTF-8
 		{"\xc0\xaf", false},       // overlong '/'
+		{"a\tb", false},           // control characters (MQTT 5 §1.5.4); Mosquitto drops the connection
+		{"a\x01b", false},
+		{"a\x1fb", false},
+		{"a\x7fb", false},
+		{"a\u0080b", false},
+		{"a\u0085b", false},
+		{"a\u009fb", false},
+		{"a\u00a0b", true},
+		{"a\ufdd0b", false}, // noncharacters
+		{"a\ufdefb", false},
+		{"a\ufffeb", false},
+		{"a\uffffb", false},
+		{"a\U0001fffeb", false},
+		{"a\U0010ffff", false},
+		{"a\ufdcfb", true},
+		{"a\ufffdb", true}, // U+FFFD itself is a character
+		{"\x7e ~/ /x", true},
 	}
 	for _, tc := range tests {
 		if got := ValidTopicName(tc.s); got != tc.want {
 			t.Errorf("ValidTopicName(%.20q) = %v, want %v", tc.s, got, tc.want)
+		}
+		if err := CheckTopicName(tc.s); (err == nil) != tc.want {
+			t.Errorf("CheckTopicName(%.20q) = %v, want ok %v", tc.s, err, tc.want)
+		} else if err != nil && len(err.Error()) > 80 {
+			t.Errorf("CheckTopicName(%.20q) gives a %d-byte reason: %s", tc.s, len(err.Error()), err)
 		}
 	}
 }
