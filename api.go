@@ -17,16 +17,15 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"golang.org/x/sync/errgroup"
 
 	"github.com/mdclient/mdclient/cluster"
-	"github.com/mdclient/mdclient/codec"
 	"github.com/mdclient/mdclient/conn"
 	"github.com/mdclient/mdclient/engine"
 )
@@ -55,11 +54,18 @@ const (
 	// whichever server that is, until its context ends.
 	QoSGuaranteed QoS = iota
 	// QoSStandard is at-most-once: never sent twice; a connection lost before the
-	// acknowledgement makes it FAILED.
+	// acknowledgement makes it TIMEOUT (it may have arrived).
 	QoSStandard
 )
 
-// Message is what to publish.
+// Message is what to publish. A message that can never be sent gets
+// NotifyPublishFailed wrapping ErrInvalidMessage before anything is written: an empty
+// Subject or ReplySubject, one longer than 65535 bytes, or one holding '+', '#', U+0000,
+// a control character (U+0001–U+001F, U+007F–U+009F), a Unicode noncharacter (such as
+// U+FFFF) or invalid UTF-8 (MQTT 5 §1.5.4); a Closure over 65535 bytes with a
+// ReplySubject; an unknown QoS. So does a retained message, or any message, that the
+// server's CONNACK says it cannot take (Retain Available 0, Maximum QoS 0). One larger
+// than the server's Maximum Packet Size gets ErrMessageTooLarge.
 type Message struct {
 	Subject      string // e.g. "/sport/football/scores"; sent as the MQTT topic name
 	Content      []byte // read, never written, until the result is delivered; do not modify it before then
@@ -75,7 +81,8 @@ type PublishRequest struct {
 	// Result, when non-nil, receives the outcome, and PublishAsync returns it: one channel
 	// may collect the results of a whole stream. When nil, PublishAsync makes a channel with
 	// room for one result. A full Result channel delays only the results bound for it;
-	// other callers' results are never held up by it.
+	// other callers' results are never held up by it. Never close a Result channel while
+	// results may still be due to it: they would be dropped.
 	Result chan PublishResult
 }
 
@@ -101,11 +108,10 @@ type Client struct {
 	clientID string
 	token    atomic.Pointer[string]
 
-	// mu is held shared by every PublishAsync while it hands a request to the engine, and
-	// exclusively by Close to wait those out before sealing the engine's input.
-	mu         sync.RWMutex
 	closed     atomic.Bool
 	hasServers atomic.Bool
+	closeOnce  sync.Once
+	closeErr   error
 
 	startMu sync.Mutex // guards started and the start of the actors
 	started bool
@@ -115,6 +121,7 @@ type Client struct {
 	group   *errgroup.Group
 
 	deliver *deliverer
+	out     []delivery       // the engine goroutine's: results of one batch, reused
 	events  chan Event       // the cluster actor is its only writer
 	results [5]atomic.Uint64 // results delivered, indexed by statusIndex
 }
@@ -130,7 +137,7 @@ func NewClient(opts ...Option) *Client {
 	c := &Client{
 		opts:     o,
 		clientID: o.clientID,
-		deliver:  newDeliverer(),
+		deliver:  newDeliverer(o.maxQueued, o.logger),
 		events:   make(chan Event, o.eventBuffer),
 	}
 	if c.clientID == "" {
@@ -138,7 +145,13 @@ func NewClient(opts ...Option) *Client {
 		rand.Read(b[:])
 		c.clientID = "mdclient-" + hex.EncodeToString(b[:])
 	}
-	c.engine = engine.New(engine.Config{MaxQueued: o.maxQueued, MaxInflight: o.maxInflight, Logger: o.logger})
+	c.engine = engine.New(engine.Config{
+		MaxQueued:      o.maxQueued,
+		MaxInflight:    o.maxInflight,
+		PublishTimeout: o.publishTimeout,
+		Complete:       c.complete,
+		Logger:         o.logger,
+	})
 	return c
 }
 
@@ -156,9 +169,11 @@ func (c *Client) SetEntitlementToken(token string) {
 // A server is chosen at random by weight at start and on every failover.
 //
 // An entry that does not parse makes it return an error wrapping ErrInvalidServer and
-// naming the entry, and nothing changes. Calling it again replaces the list: a live
-// connection to a server still listed is kept; one to a server no longer listed is closed
-// gracefully and what it had not acknowledged goes out again on a server of the new list.
+// naming the entry, and nothing changes. Calling it again replaces the list at once: an
+// attempt still dialing a server is abandoned and the next one goes to the new list; a
+// live connection to a server still listed is kept; one to a server no longer listed is
+// closed gracefully and what it had not acknowledged goes out again on a server of the
+// new list. After Close it returns ErrClosed.
 func (c *Client) SetServers(servers []string) error {
 	list, err := cluster.ParseList(servers)
 	if err != nil {
@@ -246,7 +261,8 @@ func (c *Client) notify(up bool, server string, err error) {
 }
 
 // Events returns the channel of NotifyServerUp and NotifyServerDown events. It is
-// buffered (WithEventBuffer); when full, the oldest event is dropped. Close closes it.
+// buffered (WithEventBuffer); when full, the oldest event is dropped. Close closes it, so
+// a select loop should stop reading it once a receive reports it closed.
 func (c *Client) Events() <-chan Event { return c.events }
 
 // Publish publishes m and waits for its outcome. It returns (NotifyPublishOK, nil) or
@@ -264,9 +280,13 @@ var resultChans = sync.Pool{New: func() any { return make(chan PublishResult, 1)
 
 // PublishAsync hands the request to the client and returns the channel its result will
 // arrive on: r.Result when set, else a new channel with room for one result. It returns
-// as soon as the request is queued; only while WithMaxQueued requests already wait does it
-// block, until there is room or ctx ends. The result is delivered without blocking the
-// client: a full channel delays only the results bound for it.
+// as soon as the request is queued. It blocks, bounded by ctx (or, without a deadline,
+// the publish timeout), only while the client holds WithMaxQueued requests not yet
+// written, or while WithMaxQueued results wait for r.Result because its reader is slower
+// than they come; a request that found no room in time gets NotifyPublishFailed wrapping
+// ErrTimeout. A ctx already done sends nothing: the result is NotifyPublishFailed wrapping
+// ErrTimeout. The result is delivered without blocking the client: a full channel delays
+// only the results bound for it.
 func (c *Client) PublishAsync(ctx context.Context, r PublishRequest) <-chan PublishResult {
 	ch := r.Result
 	if ch == nil {
@@ -275,108 +295,80 @@ func (c *Client) PublishAsync(ctx context.Context, r PublishRequest) <-chan Publ
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	req := &request{client: c, result: ch, closure: r.Message.Closure}
+	req := &request{ch: ch, closure: r.Message.Closure}
 	req.Owner = req
 	req.Ctx = ctx
-	if err := req.fill(&r.Message); err != nil {
-		engine.Fail(&req.Request, engine.Closed, err) // the outcome is not read: req.invalid decides
-		return ch
-	}
-	if _, ok := ctx.Deadline(); !ok {
-		req.Deadline = time.Now().Add(c.opts.publishTimeout)
-	}
-	c.mu.RLock()
-	switch {
+	switch fact, cause := req.fill(&r.Message); {
+	case cause != nil:
+		c.refuse(req, fact, cause)
+	case ctx.Err() != nil:
+		c.refuse(req, engine.Expired, context.Cause(ctx))
 	case c.closed.Load():
-		c.mu.RUnlock()
-		engine.Fail(&req.Request, engine.Closed, nil)
+		c.refuse(req, engine.Closed, nil)
 	case !c.hasServers.Load():
-		c.mu.RUnlock()
-		req.NoConnection = true
-		engine.Fail(&req.Request, engine.Expired, ErrNoServers)
+		c.refuse(req, engine.NoServers, nil)
+	case r.Result != nil && !c.deliver.waitRoom(ctx, ch, c.opts.publishTimeout):
+		c.refuse(req, engine.Expired, context.Cause(ctx))
 	default:
-		ok := c.engine.Submit(&req.Request)
-		c.mu.RUnlock()
-		if !ok {
-			o := engine.Expired
-			if c.closed.Load() {
-				o = engine.Closed
-			}
-			engine.Fail(&req.Request, o, context.Cause(ctx))
+		switch err := c.engine.Submit(&req.Request); {
+		case err == nil:
+		case errors.Is(err, engine.ErrClosed):
+			c.refuse(req, engine.Closed, nil)
+		default: // the context's cause, or engine.ErrQueueFull
+			c.refuse(req, engine.Expired, err)
 		}
 	}
 	return ch
 }
 
-// Close stops accepting requests (later calls get NotifyPublishFailed wrapping ErrClosed),
-// waits up to the drain timeout (WithDrainTimeout) for the results of accepted ones, gives
-// the rest NotifyPublishFailed wrapping ErrClosed, sends DISCONNECT and returns once no
-// goroutine of the client is left. Calling it again does nothing.
+// refuse gives a request the client did not accept its outcome, on the caller's goroutine.
+func (c *Client) refuse(req *request, fact engine.Fact, cause error) {
+	req.Outcome = engine.Outcome{Fact: fact, Cause: cause, NoConnection: fact == engine.Expired && !c.engine.Connected()}
+	res := c.result(req)
+	c.results[statusIndex(res.Status)].Add(1)
+	c.deliver.send(req.ch, res)
+}
+
+// complete is the engine's Config.Complete: the outcomes of a turn, delivered in one go.
+func (c *Client) complete(reqs []*engine.Request) {
+	out := c.out[:0]
+	for _, r := range reqs {
+		req := r.Owner.(*request)
+		res := c.result(req)
+		c.results[statusIndex(res.Status)].Add(1)
+		out = append(out, delivery{req.ch, res})
+	}
+	c.deliver.sendAll(out)
+	clear(out)
+	c.out = out[:0]
+}
+
+// Close stops accepting requests (later calls get NotifyPublishFailed wrapping
+// ErrClosed, delivered like any result), waits up to the drain timeout
+// (WithDrainTimeout) for the results of accepted ones, gives the rest NotifyPublishFailed
+// wrapping ErrClosed if they were never written and NotifyPublishTimeout wrapping
+// ErrClosed if they were, sends DISCONNECT and returns once the client's actors have
+// ended: within the drain timeout plus at most one second (the grace for the DISCONNECT
+// and the goroutines to end). A caller who keeps reading its Result channel receives
+// every result, also those still waiting for room in it when Close returns; a channel
+// that takes no result for a second after Close is given up, its results dropped, and
+// then no goroutine of the client is left. Calling Close again, also concurrently, waits
+// for the first call and returns its error.
 func (c *Client) Close() error {
-	if c.closed.Swap(true) {
-		return nil
-	}
-	c.startMu.Lock()
-	started := c.started
-	c.startMu.Unlock()
-	var err error
-	if started {
-		deadline := time.Now().Add(c.opts.drainTimeout)
-		c.engine.BeginClose(deadline)
-		c.mu.Lock() // wait out the calls that are handing a request to the engine
-		c.mu.Unlock()
-		c.engine.Seal()
-		<-c.engine.Quit()
-		c.stop()
-		err = c.group.Wait()
-		c.deliver.close(deadline)
-	}
-	close(c.events)
-	return err
-}
-
-// request is a PublishAsync call in flight: the engine's request and where its result goes.
-type request struct {
-	engine.Request
-	client  *Client
-	result  chan PublishResult
-	closure string
-	invalid error // why the message can never be sent; nil when it can
-}
-
-// fill validates m and copies it into the engine's request.
-func (r *request) fill(m *Message) error {
-	switch {
-	case !codec.ValidTopicName(m.Subject):
-		r.invalid = fmt.Errorf("%w: subject %q is not a valid topic name (empty, '+', '#', NUL or invalid UTF-8)", ErrInvalidMessage, m.Subject)
-	case m.ReplySubject != "" && !codec.ValidTopicName(m.ReplySubject):
-		r.invalid = fmt.Errorf("%w: reply subject %q is not a valid topic name", ErrInvalidMessage, m.ReplySubject)
-	case m.ReplySubject != "" && (len(m.Closure) > 65535 || !utf8.ValidString(m.Closure)):
-		r.invalid = fmt.Errorf("%w: a closure sent as correlation data must be at most 65535 bytes", ErrInvalidMessage)
-	case m.QoS != QoSGuaranteed && m.QoS != QoSStandard:
-		r.invalid = fmt.Errorf("%w: unknown QoS %d", ErrInvalidMessage, m.QoS)
-	case len(m.Content) > codec.MaxPacketSize:
-		r.invalid = fmt.Errorf("%w: %d bytes of content exceed MQTT's largest packet", ErrMessageTooLarge, len(m.Content))
-	}
-	if r.invalid != nil {
-		return r.invalid
-	}
-	r.Topic = m.Subject
-	r.Payload = m.Content
-	r.Retain = m.Retained
-	r.AtMostOnce = m.QoS == QoSStandard
-	if m.ReplySubject != "" {
-		r.ResponseTopic = m.ReplySubject
-		r.CorrelationData = engine.StringBytes(m.Closure)
-	}
-	return nil
-}
-
-// Complete is called once with the engine's outcome; it must not block.
-func (r *request) Complete(*engine.Request) {
-	res := r.outcome()
-	r.client.results[statusIndex(res.Status)].Add(1)
-	r.client.deliver.send(r.result, res)
+	c.closeOnce.Do(func() {
+		c.closed.Store(true)
+		c.startMu.Lock()
+		started := c.started
+		c.startMu.Unlock()
+		if started {
+			c.engine.Close(time.Now().Add(c.opts.drainTimeout))
+			c.stop()
+			c.closeErr = c.group.Wait()
+		}
+		c.deliver.close()
+		close(c.events)
+	})
+	return c.closeErr
 }
 
 func statusIndex(s Status) int {
@@ -401,8 +393,10 @@ type Stats struct {
 	Denied       uint64 // results with NotifyPublishDenied
 	Timeout      uint64 // results with NotifyPublishTimeout
 	Failed       uint64 // results with NotifyPublishFailed, bad input included
-	InFlight     int    // written and not yet acknowledged
-	Queued       int    // accepted and waiting to be written (including resends after failover)
+	InFlight     int    // written and not yet acknowledged (timed-out ones still holding a packet identifier included)
+	Queued       int    // accepted and not yet written (including resends after failover)
+	Undelivered  int    // results waiting for room in a full Result channel
+	Resent       uint64 // messages sent again after their connection was lost
 	Reconnects   uint64 // connections made after the first
 	Server       string // the server in use; "" while none is connected
 	BytesWritten uint64 // bytes written to servers
@@ -417,6 +411,7 @@ func (c *Client) Stats() Stats {
 		Denied:       c.results[2].Load(),
 		Timeout:      c.results[3].Load(),
 		Failed:       c.results[4].Load(),
+		Undelivered:  int(c.deliver.waiting.Load()),
 	}
 	c.startMu.Lock()
 	started := c.started
@@ -426,67 +421,16 @@ func (c *Client) Stats() Stats {
 	}
 	e := c.engine.Stats()
 	st.Accepted, st.InFlight, st.Queued, st.Server, st.BytesWritten = e.Admitted, e.InFlight, e.Queued, e.Server, e.BytesWritten
+	st.Resent = e.Resent
 	if e.Connections > 0 {
 		st.Reconnects = e.Connections - 1
 	}
 	return st
 }
 
-// outcome turns the engine's outcome into the caller's result.
-func (r *request) outcome() PublishResult {
-	res := PublishResult{Closure: r.closure, Server: r.Server}
-	if r.invalid != nil {
-		res.Status, res.Err, res.Server = NotifyPublishFailed, fmt.Errorf("%w: %w", ErrFailed, r.invalid), ""
-		return res
-	}
-	reason := func(sentinel error) error {
-		if r.ReasonString == "" {
-			return sentinel
-		}
-		return fmt.Errorf("%w: %s", sentinel, r.ReasonString)
-	}
-	switch r.Outcome {
-	case engine.OK:
-		res.Status = NotifyPublishOK
-	case engine.NoSubscriber:
-		res.Status, res.Err = NotifyPublishNoSubscriber, reason(ErrNoSubscriber)
-	case engine.Denied:
-		res.Status, res.Err = NotifyPublishDenied, reason(ErrDenied)
-		if r.Cause != nil {
-			res.Err = fmt.Errorf("%w: %w", ErrDenied, r.Cause)
-		}
-	case engine.Rejected:
-		if r.client.opts.deniedReasonCode[r.Reason] {
-			res.Status, res.Err = NotifyPublishDenied, fmt.Errorf("%w: reason code 0x%02x %s", ErrDenied, r.Reason, r.ReasonString)
-			break
-		}
-		res.Status, res.Err = NotifyPublishFailed, fmt.Errorf("%w: reason code 0x%02x %s", ErrFailed, r.Reason, r.ReasonString)
-	case engine.Timeout:
-		res.Status, res.Err = NotifyPublishTimeout, ErrTimeout
-		if r.Cause != nil {
-			res.Err = fmt.Errorf("%w: %w", ErrTimeout, r.Cause)
-		}
-	case engine.Expired:
-		res.Status, res.Server = NotifyPublishFailed, ""
-		switch {
-		case r.Cause == ErrNoServers:
-			res.Err = fmt.Errorf("%w: %w", ErrFailed, ErrNoServers)
-		case r.NoConnection && r.Cause != nil:
-			res.Err = fmt.Errorf("%w: %w: %w: %w", ErrFailed, ErrTimeout, ErrNoServers, r.Cause)
-		case r.NoConnection:
-			res.Err = fmt.Errorf("%w: %w: %w", ErrFailed, ErrTimeout, ErrNoServers)
-		case r.Cause != nil:
-			res.Err = fmt.Errorf("%w: %w: %w", ErrFailed, ErrTimeout, r.Cause)
-		default:
-			res.Err = fmt.Errorf("%w: %w", ErrFailed, ErrTimeout)
-		}
-	case engine.Closed:
-		res.Status, res.Err = NotifyPublishFailed, fmt.Errorf("%w: %w", ErrFailed, ErrClosed)
-	case engine.TooLarge:
-		res.Status, res.Err = NotifyPublishFailed, fmt.Errorf("%w: %w: %w", ErrFailed, ErrMessageTooLarge, r.Cause)
-		res.Server = ""
-	case engine.Lost:
-		res.Status, res.Err = NotifyPublishFailed, fmt.Errorf("%w: connection lost before the acknowledgement: %w", ErrFailed, r.Cause)
-	}
-	return res
-}
+// String names the client by its MQTT client identifier, and nothing else of it: the
+// token and the state of its goroutines stay out of logs.
+func (c *Client) String() string { return "mdclient.Client(" + c.clientID + ")" }
+
+// GoString is String, for %#v.
+func (c *Client) GoString() string { return c.String() }

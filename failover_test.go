@@ -843,18 +843,20 @@ func TestAllServersDown(t *testing.T) {
 }
 
 // foPolicy is the reconnect policy as documented in options.go, to bound what the client
-// may do: a quick phase of quick attempts quickDelay apart, then a truncated exponential
-// backoff from interval to maxDelay, every backoff delay drawn from [d/2, d].
+// may do: attempts in rounds of one per server, the attempts of a round one after another
+// at once; the first round of a quick phase of quick rounds waits quickDelay, then a
+// truncated exponential backoff from interval to maxDelay, every backoff delay drawn from
+// [d/2, d].
 type foPolicy struct {
-	quick               int
-	quickDelay          time.Duration
-	interval, maxDelay  time.Duration
-	notifyAfterAttempts int
+	quick              int
+	quickDelay         time.Duration
+	interval, maxDelay time.Duration
+	servers            int
 }
 
-// delayRange is the range of the delay before attempt n, where n is the number of failed
-// attempts since the last working connection (0 for the very first).
-func (p foPolicy) delayRange(n int) (lo, hi time.Duration) {
+// roundDelay is the range of the delay before round n, where n is the number of rounds
+// in which every server failed since the last working connection (0 for the very first).
+func (p foPolicy) roundDelay(n int) (lo, hi time.Duration) {
 	if n == 0 || n < p.quick {
 		return p.quickDelay, p.quickDelay
 	}
@@ -864,6 +866,14 @@ func (p foPolicy) delayRange(n int) (lo, hi time.Duration) {
 	}
 	d = min(d, p.maxDelay)
 	return d / 2, d
+}
+
+// delayRange is the range of the delay before attempt k (0 for the very first).
+func (p foPolicy) delayRange(k int) (lo, hi time.Duration) {
+	if k%p.servers != 0 {
+		return 0, 0
+	}
+	return p.roundDelay(k / p.servers)
 }
 
 // maxAttempts is the most attempts the policy allows within w of the first one.
@@ -967,7 +977,7 @@ func TestTokenRefused(t *testing.T) {
 	// Every server refuses: publishes are DENIED, and the client keeps trying at the pace
 	// of its reconnect policy, not in a tight loop.
 	t.Run("all", func(t *testing.T) {
-		p := foPolicy{quick: 2, quickDelay: 0, interval: 100 * time.Millisecond, maxDelay: 400 * time.Millisecond}
+		p := foPolicy{quick: 2, quickDelay: 0, interval: 100 * time.Millisecond, maxDelay: 400 * time.Millisecond, servers: 2}
 		const window = 2500 * time.Millisecond
 		log := &foLog{}
 		servers := []string{refuse1.WSAddr(), refuse2.TCPAddr()}

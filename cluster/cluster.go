@@ -10,9 +10,13 @@ import (
 	"github.com/mdclient/mdclient/conn"
 )
 
-// stableAfter is how long a connection must last for the next attempt to start the
-// reconnect policy afresh.
+// stableAfter is how long a connection must last to count as working: one that ends
+// sooner (a server that drops us on some message, say) is a failed attempt, so that
+// reconnecting backs off rather than spins.
 const stableAfter = time.Second
+
+// errRemoved ends a connection to a server that SetServers took off the list.
+var errRemoved = errors.New("mdclient: server removed from the list")
 
 // Config is what the membership actor needs. Every field is required unless noted.
 type Config struct {
@@ -50,12 +54,16 @@ func New(cfg Config) *Cluster {
 	if cfg.NotifyAfter < 1 {
 		cfg.NotifyAfter = 1
 	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
 	return &Cluster{cfg: cfg, updates: make(chan []Server, 1)}
 }
 
-// SetServers replaces the server list. A live connection to a server still listed is
-// kept until it fails; one to a server no longer listed is closed gracefully. The next
-// choice is made from the new list. It never blocks.
+// SetServers replaces the server list. An attempt still dialing is abandoned; a live
+// connection to a server still listed is kept until it fails, one to a server no longer
+// listed is closed gracefully. The next choice is made from the new list, at once. It
+// never blocks.
 func (c *Cluster) SetServers(servers []Server) {
 	for {
 		select {
@@ -73,24 +81,37 @@ func (c *Cluster) SetServers(servers []Server) {
 // member is a server of the current list with what Run has learnt of it.
 type member struct {
 	Server
-	failures int  // consecutive failed attempts
+	failures int  // consecutive failed attempts to connect
+	lost     bool // its last connection was lost, or it never connected since a failure
 	refused  bool // refused our credentials since the last time every server did
-	tried    bool // tried in the current round of picks
+	tried    bool // tried in the current round
 }
 
-// Run is the actor: pick a server, wait as the policy says, dial, hand the connection to
-// the engine, wait for it to end, repeat. It returns when ctx ends, after closing the live
-// connection and waiting for its goroutines.
+// penalty orders the servers of a round: those that have not failed lately come first.
+func (m *member) penalty() int {
+	p := m.failures
+	if m.lost {
+		p++
+	}
+	return p
+}
+
+// Run is the actor. It tries the servers in rounds: within a round every server is tried
+// once, at once one after another, the least-failed first and by weight among equals;
+// only a new round, after every server failed, waits for the policy's delay. (So after a
+// failover a live server is reached without delay whatever failed before it.) A working
+// connection ends the round. It returns when ctx ends, after closing the live connection
+// and waiting for its goroutines.
 func (c *Cluster) Run(ctx context.Context) error {
 	var members []member
-	streak := 0 // consecutive failed attempts since the last working connection
+	rounds := 0 // consecutive rounds in which every server failed
 	last := -1  // index of the server used or tried last
 	replace := func(list []Server) {
 		members = make([]member, len(list))
 		for i, s := range list {
 			members[i].Server = s
 		}
-		last = -1
+		last, rounds = -1, 0
 	}
 	for {
 		if len(members) == 0 {
@@ -102,36 +123,44 @@ func (c *Cluster) Run(ctx context.Context) error {
 				return nil
 			}
 		}
-		if d := c.cfg.Policy.Delay(streak, c.cfg.Rand); d > 0 {
-			t := time.NewTimer(d)
-			select {
-			case <-t.C:
-			case list := <-c.updates:
-				t.Stop()
-				replace(list)
-				continue
-			case <-ctx.Done():
-				t.Stop()
-				return nil
+		if !untried(members) {
+			rounds++
+			newRound(members)
+		}
+		if !anyTried(members) {
+			if d := c.cfg.Policy.Delay(rounds, c.cfg.Rand); d > 0 {
+				t := time.NewTimer(d)
+				select {
+				case <-t.C:
+				case list := <-c.updates:
+					t.Stop()
+					replace(list)
+					continue
+				case <-ctx.Done():
+					t.Stop()
+					return nil
+				}
 			}
 		}
 		i := pick(members, last, c.cfg.Rand)
 		last = i
 		members[i].tried = true
 		m := &members[i]
-		cn, err := c.cfg.Dial(ctx, m.Endpoint, c.cfg.Conn())
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			streak++
+		cn, err, list := c.dial(ctx, m.Endpoint)
+		switch {
+		case list != nil:
+			replace(list)
+			continue
+		case ctx.Err() != nil:
+			return nil
+		case err != nil:
 			c.failed(members, m, err)
 			continue
 		}
 		connectedAt := time.Now()
-		m.failures = 0
+		m.failures, m.lost = 0, false
 		for j := range members {
-			members[j].refused, members[j].tried = false, false
+			members[j].refused = false
 		}
 		name := m.Endpoint.String()
 		c.cfg.Logger.Info("mdclient: connected", "server", name, "receive_maximum", cn.Limits().ReceiveMaximum)
@@ -139,7 +168,7 @@ func (c *Cluster) Run(ctx context.Context) error {
 		select {
 		case c.cfg.Events <- conn.Event{Conn: cn, Up: true}:
 		case <-c.cfg.Quit:
-			cn.Unstarted()
+			cn.Close(nil)
 			return nil
 		}
 		cn.Start(c.cfg.Events, c.cfg.Quit)
@@ -154,26 +183,81 @@ func (c *Cluster) Run(ctx context.Context) error {
 					// The server in use is no longer listed: leave it, gracefully; what
 					// it has not acknowledged is resent on the next connection.
 					c.cfg.Logger.Info("mdclient: server removed from the list, moving", "server", name)
-					cn.Close()
+					cn.Close(errRemoved)
 				}
 			case <-ctx.Done():
-				cn.Close()
+				cn.Close(nil)
 				<-cn.Done()
 				return nil
 			}
 		}
-		if i := index(members, cn.Endpoint()); i >= 0 {
-			last = i // avoid it next time if it is still listed
+		if j := index(members, cn.Endpoint()); j >= 0 {
+			last = j // avoid it next time if it is still listed
+			members[j].lost = true
+			members[j].tried = true
 		}
-		// A connection that dies young (a server that drops us on some message, say) counts
-		// as a failed attempt, so that reconnecting backs off rather than spins.
 		if time.Since(connectedAt) >= stableAfter {
-			streak = 0
-		} else {
-			streak++
+			rounds = 0
+			newRound(members)
 		}
 		c.cfg.Logger.Warn("mdclient: connection lost", "server", name, "reason", cn.Err())
 		c.cfg.Notify(false, name, cn.Err())
+	}
+}
+
+// dial runs one attempt, abandoning it when a new server list arrives (returned, with
+// no connection) or ctx ends.
+func (c *Cluster) dial(ctx context.Context, ep conn.Endpoint) (*conn.Conn, error, []Server) {
+	dctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type result struct {
+		cn  *conn.Conn
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		cn, err := c.cfg.Dial(dctx, ep, c.cfg.Conn())
+		done <- result{cn, err}
+	}()
+	abandon := func() {
+		cancel()
+		if r := <-done; r.cn != nil {
+			r.cn.Close(nil)
+		}
+	}
+	select {
+	case r := <-done:
+		return r.cn, r.err, nil
+	case list := <-c.updates:
+		abandon()
+		return nil, nil, list
+	case <-ctx.Done():
+		abandon()
+		return nil, ctx.Err(), nil
+	}
+}
+
+func untried(members []member) bool {
+	for i := range members {
+		if !members[i].tried {
+			return true
+		}
+	}
+	return false
+}
+
+func anyTried(members []member) bool {
+	for i := range members {
+		if members[i].tried {
+			return true
+		}
+	}
+	return false
+}
+
+func newRound(members []member) {
+	for i := range members {
+		members[i].tried = false
 	}
 }
 
@@ -223,67 +307,44 @@ func (c *Cluster) failed(members []member, m *member, err error) {
 	}
 }
 
-// pick chooses the next server. Servers are taken in rounds: within a round, a weighted
-// server not yet tried is chosen at random by weight; weight-0 servers (standbys) only
-// once every weighted one has been tried; then a new round begins. The server used last
-// is avoided while another is left, so a failover always moves on. A working connection
-// ends the round.
+// pick chooses the next server of the round: a weighted server not yet tried, else a
+// standby (weight 0) not yet tried; among those, the ones with the lowest penalty, chosen
+// at random by weight (standbys alike). The server used last is avoided while another is
+// left, so a failover always moves on. It returns last when nothing else is left.
 func pick(members []member, last int, rnd *rand.Rand) int {
-	for range 2 {
-		if i := pickWeighted(members, last, rnd); i >= 0 {
-			return i
+	for _, standby := range [2]bool{false, true} {
+		candidate := func(i int) bool {
+			m := &members[i]
+			return !m.tried && (m.Weight == 0) == standby && (i != last || len(members) == 1)
 		}
-		if i := pickStandby(members, last, rnd); i >= 0 {
-			return i
+		weight := func(m *member) int { return max(m.Weight, 1) }
+		best, total := -1, 0
+		for i := range members {
+			if !candidate(i) {
+				continue
+			}
+			switch p := members[i].penalty(); {
+			case best < 0 || p < best:
+				best, total = p, weight(&members[i])
+			case p == best:
+				total += weight(&members[i])
+			}
 		}
-		for j := range members {
-			members[j].tried = false
-		}
-	}
-	return last // the only server
-}
-
-func pickWeighted(members []member, last int, rnd *rand.Rand) int {
-	total := 0
-	for i, m := range members {
-		if i != last && !m.tried {
-			total += m.Weight
-		}
-	}
-	if total == 0 {
-		return -1
-	}
-	n := rnd.IntN(total)
-	for i, m := range members {
-		if i == last || m.tried {
+		if total == 0 {
 			continue
 		}
-		if n < m.Weight {
-			return i
-		}
-		n -= m.Weight
-	}
-	return -1
-}
-
-func pickStandby(members []member, last int, rnd *rand.Rand) int {
-	count := 0
-	for i, m := range members {
-		if i != last && !m.tried && m.Weight == 0 {
-			count++
-		}
-	}
-	if count == 0 {
-		return -1
-	}
-	n := rnd.IntN(count)
-	for i, m := range members {
-		if i != last && !m.tried && m.Weight == 0 {
-			if n == 0 {
+		n := rnd.IntN(total)
+		for i := range members {
+			if !candidate(i) || members[i].penalty() != best {
+				continue
+			}
+			if n -= weight(&members[i]); n < 0 {
 				return i
 			}
-			n--
 		}
 	}
-	return -1
+	if last >= 0 && last < len(members) {
+		return last
+	}
+	return 0
 }

@@ -26,9 +26,10 @@ type Policy struct {
 	MaxDelay        time.Duration // cap of the exponential delay
 }
 
-// Delay returns how long to wait before attempt n, where n counts the consecutive failed
-// attempts so far (0 for the first attempt after a working connection was lost).
-// The random source is the caller's so that tests can fix it.
+// Delay returns how long to wait before round n of attempts, where n counts the
+// consecutive rounds in which every server failed (0 for the first round after a working
+// connection was lost, or after a new server list). With one server a round is one
+// attempt. The random source is the caller's so that tests can fix it.
 func (p Policy) Delay(n int, rnd *rand.Rand) time.Duration {
 	if n < p.QuickMaxRetries || n == 0 {
 		return p.QuickDelay

@@ -1,5 +1,3 @@
-// Package cluster is the membership actor: it holds the server list, picks a server by
-// weight, applies the reconnect policy, dials, and reports servers going up and down.
 package cluster
 
 import (
@@ -9,6 +7,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/mdclient/mdclient/conn"
 )
@@ -27,24 +26,31 @@ type Server struct {
 
 // Parse reads one entry of the form "[weight ]address". Address forms: host:port (WebSocket),
 // ws://, wss://, http:// (= ws), https:// (= wss), tcp://, mqtt://, tls://, mqtts://. A
-// WebSocket URL without a path gets /mqtt.
+// WebSocket URL without a path gets /mqtt. An error names the entry, shortened and
+// without any user info it holds.
 func Parse(entry string) (Server, error) {
 	bad := func(why string) (Server, error) {
-		return Server{}, fmt.Errorf("%w %q: %s", ErrInvalidServer, entry, why)
+		return Server{}, fmt.Errorf("%w %s: %s", ErrInvalidServer, quoteEntry(entry), why)
 	}
 	fields := strings.Fields(entry)
 	s := Server{Weight: DefaultWeight}
-	switch len(fields) {
-	case 1:
-	case 2:
+	if len(fields) == 0 {
+		return bad("empty")
+	}
+	if isDigits(fields[0]) || strings.HasPrefix(fields[0], "-") && isDigits(fields[0][1:]) {
 		w, err := strconv.Atoi(fields[0])
 		if err != nil || w < 0 || w > 100 {
 			return bad("weight must be an integer from 0 to 100")
 		}
 		s.Weight = w
 		fields = fields[1:]
+	}
+	switch len(fields) {
+	case 0:
+		return bad("a weight without an address")
+	case 1:
 	default:
-		return bad("want \"[weight ]address\"")
+		return bad(`want "[weight ]address"; an address holds no spaces`)
 	}
 	addr := fields[0]
 	scheme, rest, found := strings.Cut(addr, "://")
@@ -58,12 +64,15 @@ func Parse(entry string) (Server, error) {
 		s.Endpoint.Transport = conn.WSS
 	case "tcp", "mqtt":
 		s.Endpoint.Transport = conn.TCP
-	case "tls", "mqtts", "ssl":
+	case "tls", "mqtts":
 		s.Endpoint.Transport = conn.TLS
 	default:
-		return bad("unknown scheme " + strconv.Quote(scheme))
+		return bad("unknown scheme " + strconv.Quote(scheme) + " (want ws, wss, http, https, tcp, mqtt, tls or mqtts)")
 	}
 	hostport, path, _ := strings.Cut(rest, "/")
+	if strings.Contains(hostport, "@") {
+		return bad("user info in an address is not supported: give the token with SetEntitlementToken")
+	}
 	host, port, err := net.SplitHostPort(hostport)
 	if err != nil || host == "" {
 		return bad("want host:port")
@@ -74,15 +83,15 @@ func Parse(entry string) (Server, error) {
 	s.Endpoint.HostPort = hostport
 	switch s.Endpoint.Transport {
 	case conn.WS, conn.WSS:
-		u := url.URL{Scheme: "ws", Host: hostport, Path: "/" + path}
+		u, err := url.Parse("ws://" + hostport + "/" + path)
+		if err != nil || u.RawQuery != "" || u.Fragment != "" {
+			return bad("bad path")
+		}
 		if s.Endpoint.Transport == conn.WSS {
 			u.Scheme = "wss"
 		}
 		if path == "" {
 			u.Path = "/mqtt"
-		}
-		if _, err := url.Parse(u.String()); err != nil {
-			return bad("bad path")
 		}
 		s.Endpoint.URL = u.String()
 	default:
@@ -91,6 +100,38 @@ func Parse(entry string) (Server, error) {
 		}
 	}
 	return s, nil
+}
+
+func isDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return s != ""
+}
+
+// quoteEntry quotes an entry for an error: user info (a password, perhaps) replaced by
+// "…", at most 64 bytes.
+func quoteEntry(entry string) string {
+	if i := strings.Index(entry, "@"); i >= 0 {
+		start := strings.Index(entry, "://")
+		if start < 0 || start > i {
+			start = strings.LastIndexAny(entry[:i], " \t") // a weight, or nothing
+		} else {
+			start += 2
+		}
+		entry = entry[:start+1] + "…" + entry[i:]
+	}
+	const max = 64
+	if len(entry) > max {
+		cut := max
+		for cut > 0 && !utf8.RuneStart(entry[cut]) {
+			cut--
+		}
+		return strconv.Quote(entry[:cut]) + "…"
+	}
+	return strconv.Quote(entry)
 }
 
 // ParseList parses every entry; the first that fails is named in the error.

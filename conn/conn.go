@@ -3,12 +3,10 @@ package conn
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,42 +23,6 @@ const maxIncoming = 1 << 20
 // closeGrace bounds the writes of a closing connection: what was sent, then DISCONNECT.
 const closeGrace = 250 * time.Millisecond
 
-var (
-	// ErrClosed is the reason of a connection the client itself closed.
-	ErrClosed = errors.New("connection closed by the client")
-	// ErrKeepAlive is the reason of a connection on which the server fell silent.
-	ErrKeepAlive = errors.New("keep-alive: no data from the server")
-	// ErrProtocol is wrapped by the reason of a connection dropped for what the server sent.
-	ErrProtocol = errors.New("protocol violation by the server")
-)
-
-// RefusedError is a CONNACK with a failure reason code.
-type RefusedError struct {
-	Code   byte
-	Reason string // the server's reason string, if any
-}
-
-func (e *RefusedError) Error() string {
-	if e.Reason != "" {
-		return fmt.Sprintf("connection refused: reason code 0x%02x (%s)", e.Code, e.Reason)
-	}
-	return fmt.Sprintf("connection refused: reason code 0x%02x", e.Code)
-}
-
-// NotAuthorized reports whether the server refused the credentials (0x86 bad user name or
-// password, 0x87 not authorized), the two codes brokers use for a wrong token.
-func (e *RefusedError) NotAuthorized() bool { return e.Code == 0x86 || e.Code == 0x87 }
-
-// ServerDisconnectError is a DISCONNECT sent by the server.
-type ServerDisconnectError struct {
-	Code   byte
-	Reason string
-}
-
-func (e *ServerDisconnectError) Error() string {
-	return fmt.Sprintf("server sent DISCONNECT: reason code 0x%02x %s", e.Code, e.Reason)
-}
-
 // Config is what every connection of a client shares.
 type Config struct {
 	ClientID       string
@@ -75,9 +37,11 @@ type Config struct {
 
 // Limits are what the server announced in its CONNACK, with MQTT's defaults filled in.
 type Limits struct {
-	ReceiveMaximum    int // unacknowledged QoS 1 publishes allowed: 1–65535
-	MaxPacketSize     int // largest packet the server accepts, in bytes
-	TopicAliasMaximum int // 0: no topic aliases
+	ReceiveMaximum    int  // unacknowledged QoS 1 publishes allowed: 1–65535
+	MaxPacketSize     int  // largest packet the server accepts, in bytes
+	TopicAliasMaximum int  // 0: no topic aliases
+	RetainAvailable   bool // false: the server keeps no retained messages
+	MaximumQoS        byte // the highest QoS the server accepts: 0, 1 or 2
 }
 
 // Event is a message to the engine. Connections send AcksReady, Written and, last of all, Down;
@@ -89,33 +53,6 @@ type Event struct {
 	Written   []byte // a buffer passed to Send, written (or failed) and handed back
 	Down      error  // Conn has ended, for this reason; no event from it follows
 	Refused   error  // every server refused the credentials (a *RefusedError)
-}
-
-// TakeAcks returns the acknowledgements read since the last call, in arrival order, and
-// keeps spare (emptied) to collect the next ones: the two slices change hands, so nothing
-// is allocated. Only the engine calls it, after an AcksReady event.
-func (c *Conn) TakeAcks(spare []codec.Puback) []codec.Puback {
-	c.ackReady.Store(false) // before taking: an ack added from now on announces itself again
-	c.ackMu.Lock()
-	acks := c.acks
-	c.acks = spare[:0]
-	c.ackMu.Unlock()
-	return acks
-}
-
-// deliverAcks adds what one read brought to the mailbox and, unless an AcksReady event
-// is already on its way, sends one. While the engine is busy, the acks of many reads
-// gather behind a single event.
-func (c *Conn) deliverAcks(acks []codec.Puback, emit func(Event)) {
-	if len(acks) == 0 {
-		return
-	}
-	c.ackMu.Lock()
-	c.acks = append(c.acks, acks...)
-	c.ackMu.Unlock()
-	if !c.ackReady.Swap(true) {
-		emit(Event{Conn: c, AcksReady: true})
-	}
 }
 
 // Conn is one live MQTT connection. The engine hands it byte batches with Send; its reader
@@ -134,26 +71,46 @@ type Conn struct {
 	ackReady atomic.Bool    // an AcksReady event was sent and the engine has not taken since
 	closing  chan struct{}  // Close → writer: flush, send DISCONNECT, end
 	stop     chan struct{}  // closed when the connection ends, by whichever side
-	done     chan struct{}  // closed when both goroutines have exited
+	done     chan struct{}  // closed when both goroutines have exited (or, unstarted, at Close)
+	started  atomic.Bool
 
-	closeOnce sync.Once
-	stopOnce  sync.Once
-	err       error        // why it ended; written once before stop closes
-	lastRead  atomic.Int64 // unix nanoseconds of the latest read with data; the reader writes it
-	wsCancel  context.CancelFunc
-	ws        *websocket.Conn            // for WS and WSS
-	rd        io.Reader                  // what the reader reads: nc, or the WebSocket's messages in a row
-	watchdog  atomic.Pointer[time.Timer] // the keep-alive check due next
+	closeOnce   sync.Once
+	closeReason error // why Close was called; written before closing is closed
+	stopOnce    sync.Once
+	err         error        // why it ended; written once before stop closes
+	lastRead    atomic.Int64 // unix nanoseconds of the latest read with data; the reader writes it
+	wsCancel    context.CancelFunc
+	ws          *websocket.Conn            // for WS and WSS
+	rd          io.Reader                  // what the reader reads: nc, or the WebSocket's messages in a row
+	watchdog    atomic.Pointer[time.Timer] // the keep-alive check due next
 }
 
-// Dial connects to ep, sends CONNECT and waits for CONNACK. A CONNACK with a failure code
-// returns a *RefusedError. The connection reads and writes nothing more until Start.
-func Dial(ctx context.Context, ep Endpoint, cfg *Config) (*Conn, error) {
+// Open speaks MQTT over nc, an established byte stream to a server: it sends CONNECT and
+// waits for CONNACK, within ctx and cfg.ConnectTimeout. A CONNACK with a failure code
+// returns a *RefusedError. On failure nc is closed. The connection reads and writes
+// nothing more until Start. Dial uses it for TCP and TLS; tests use it over net.Pipe.
+func Open(ctx context.Context, nc net.Conn, cfg *Config) (*Conn, error) {
+	ep := Endpoint{Transport: TCP, HostPort: nc.RemoteAddr().String()}
 	if cfg.ConnectTimeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, cfg.ConnectTimeout)
 		defer cancel()
 	}
+	return open(ctx, ep, nc, cfg)
+}
+
+// open runs the handshake on a byte stream; Dial's timeout is already in ctx.
+func open(ctx context.Context, ep Endpoint, nc net.Conn, cfg *Config) (*Conn, error) {
+	c := newConn(ep, cfg)
+	c.nc, c.rd = nc, nc
+	if err := c.handshake(ctx, cfg); err != nil {
+		c.closeSocket()
+		return nil, err
+	}
+	return c, nil
+}
+
+func newConn(ep Endpoint, cfg *Config) *Conn {
 	c := &Conn{
 		ep:        ep,
 		log:       cfg.Logger,
@@ -166,52 +123,7 @@ func Dial(ctx context.Context, ep Endpoint, cfg *Config) (*Conn, error) {
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
-	var err error
-	c.nc, err = c.dialTransport(ctx, cfg)
-	if err != nil {
-		return nil, err
-	}
-	if c.rd == nil {
-		c.rd = c.nc
-	}
-	if err := c.handshake(ctx, cfg); err != nil {
-		c.closeSocket()
-		return nil, err
-	}
-	return c, nil
-}
-
-func (c *Conn) dialTransport(ctx context.Context, cfg *Config) (net.Conn, error) {
-	switch c.ep.Transport {
-	case TCP:
-		var d net.Dialer
-		return d.DialContext(ctx, "tcp", c.ep.HostPort)
-	case TLS:
-		d := tls.Dialer{Config: cfg.TLS}
-		return d.DialContext(ctx, "tcp", c.ep.HostPort)
-	case WS, WSS:
-		opts := &websocket.DialOptions{Subprotocols: []string{"mqtt"}}
-		if c.ep.Transport == WSS && cfg.TLS != nil {
-			tr := &http.Transport{TLSClientConfig: cfg.TLS}
-			defer tr.CloseIdleConnections()
-			opts.HTTPClient = &http.Client{Transport: tr}
-		}
-		ws, resp, err := websocket.Dial(ctx, c.ep.URL, opts)
-		if resp != nil && resp.Body != nil {
-			resp.Body.Close()
-		}
-		if err != nil {
-			return nil, err
-		}
-		ws.SetReadLimit(maxIncoming)
-		// The connection's own lifetime, never a caller's: coder/websocket closes the whole
-		// connection when the context of a read or write ends.
-		life, cancel := context.WithCancel(context.Background())
-		c.wsCancel = cancel
-		c.ws, c.rd = ws, &wsReader{ws: ws}
-		return websocket.NetConn(life, ws, websocket.MessageBinary), nil
-	}
-	return nil, fmt.Errorf("unknown transport %v", c.ep.Transport)
+	return c
 }
 
 func (c *Conn) handshake(ctx context.Context, cfg *Config) error {
@@ -234,7 +146,7 @@ func (c *Conn) handshake(ctx context.Context, cfg *Config) error {
 		return err
 	}
 	if _, err := c.nc.Write(pkt); err != nil {
-		return err
+		return c.handshakeErr(ctx, "writing CONNECT", err)
 	}
 	buf := make([]byte, 0, 512)
 	for {
@@ -253,7 +165,7 @@ func (c *Conn) handshake(ctx context.Context, cfg *Config) error {
 			if ack.ReasonCode >= 0x80 {
 				return &RefusedError{Code: ack.ReasonCode, Reason: ack.ReasonString}
 			}
-			c.setLimits(&ack)
+			c.limits = limitsOf(&ack)
 			if ack.HasServerKeepAlive {
 				c.keepAlive = time.Duration(ack.ServerKeepAlive) * time.Second
 			}
@@ -266,22 +178,37 @@ func (c *Conn) handshake(ctx context.Context, cfg *Config) error {
 		m, err := c.rd.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+m]
 		if err != nil {
-			if ctx.Err() != nil {
-				return fmt.Errorf("waiting for CONNACK: %w", context.Cause(ctx))
-			}
-			return fmt.Errorf("waiting for CONNACK: %w", err)
+			return c.handshakeErr(ctx, "waiting for CONNACK", err)
 		}
 	}
 }
 
-func (c *Conn) setLimits(ack *codec.Connack) {
-	c.limits = Limits{ReceiveMaximum: 65535, MaxPacketSize: codec.MaxPacketSize, TopicAliasMaximum: int(ack.TopicAliasMaximum)}
+// handshakeErr names what failed; past the connect timeout, the timeout is the cause.
+func (c *Conn) handshakeErr(ctx context.Context, what string, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("%s: %w", what, context.Cause(ctx))
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+func limitsOf(ack *codec.Connack) Limits {
+	l := Limits{
+		ReceiveMaximum:    65535,
+		MaxPacketSize:     codec.MaxPacketSize,
+		TopicAliasMaximum: int(ack.TopicAliasMaximum),
+		RetainAvailable:   ack.RetainAvailable,
+		MaximumQoS:        2,
+	}
 	if ack.ReceiveMaximum > 0 {
-		c.limits.ReceiveMaximum = int(ack.ReceiveMaximum)
+		l.ReceiveMaximum = int(ack.ReceiveMaximum)
 	}
 	if ack.MaximumPacketSize > 0 && int64(ack.MaximumPacketSize) < int64(codec.MaxPacketSize) {
-		c.limits.MaxPacketSize = int(ack.MaximumPacketSize)
+		l.MaxPacketSize = int(ack.MaximumPacketSize)
 	}
+	if ack.HasMaximumQoS {
+		l.MaximumQoS = ack.MaximumQoS
+	}
+	return l
 }
 
 // Endpoint is the server this connection goes to.
@@ -290,10 +217,10 @@ func (c *Conn) Endpoint() Endpoint { return c.ep }
 // Limits are the server's announced limits.
 func (c *Conn) Limits() Limits { return c.limits }
 
-// Done is closed once the connection has ended and both its goroutines have exited.
+// Done is closed once the connection has ended and its goroutines have exited.
 func (c *Conn) Done() <-chan struct{} { return c.done }
 
-// Err is why the connection ended; valid after Done is closed.
+// Err is why the connection ended; it waits for Done.
 func (c *Conn) Err() error {
 	<-c.done
 	return c.err
@@ -302,8 +229,8 @@ func (c *Conn) Err() error {
 // Start runs the reader and writer. They send events to events until the connection ends,
 // and give up sending when quit is closed.
 func (c *Conn) Start(events chan<- Event, quit <-chan struct{}) {
-	now := time.Now().UnixNano()
-	c.lastRead.Store(now)
+	c.started.Store(true)
+	c.lastRead.Store(time.Now().UnixNano())
 	if c.keepAlive > 0 {
 		c.watch(c.keepAlive * 3 / 2)
 	}
@@ -344,33 +271,37 @@ func (c *Conn) Send(buf []byte) bool {
 	}
 }
 
-// Close writes what was sent, then DISCONNECT, and ends the connection.
-// Writes get closeGrace more, so that a writer stuck on a silent server cannot hold
-// Close up.
-func (c *Conn) Close() {
+// Close ends the connection gracefully, for reason (ErrClosed when nil): the writer writes
+// what was sent, then DISCONNECT, with closeGrace more for its writes, so that a writer
+// stuck on a silent server cannot hold Close up. A connection never started just closes
+// its socket. Only the first call counts.
+func (c *Conn) Close(reason error) {
 	c.closeOnce.Do(func() {
+		if reason == nil {
+			reason = ErrClosed
+		}
+		c.closeReason = reason
+		if !c.started.Load() {
+			c.shutdown(reason)
+			close(c.done)
+			return
+		}
 		c.nc.SetWriteDeadline(time.Now().Add(closeGrace))
 		close(c.closing)
 	})
 }
 
-// Abort ends the connection at once with err.
+// Abort ends the connection at once with err, sending nothing more.
 func (c *Conn) Abort(err error) { c.shutdown(err) }
 
-// Unstarted closes a connection that was dialled but never started.
-func (c *Conn) Unstarted() {
-	c.shutdown(ErrClosed)
-	close(c.done)
-}
-
 // shutdown ends the connection and keeps the first reason given. After Close the reason
-// is ErrClosed whichever goroutine gets here first (the writer, the reader seeing the
+// is Close's whichever goroutine gets here first (the writer, the reader seeing the
 // server close after our DISCONNECT, the watchdog): that is the end the client asked for.
 func (c *Conn) shutdown(err error) {
 	c.stopOnce.Do(func() {
 		select {
 		case <-c.closing:
-			err = ErrClosed
+			err = c.closeReason
 		default:
 		}
 		c.err = err
@@ -439,8 +370,8 @@ func (c *Conn) writeLoop(emit func(Event)) {
 				return
 			}
 		case now := <-tick:
-			// Ping a quiet server, so that its silence means it is gone; the reader's
-			// deadline notices that silence even while a write is stuck.
+			// Ping a quiet server, so that its silence means it is gone; the watchdog
+			// notices that silence even while a write is stuck.
 			sinceRead := now.Sub(time.Unix(0, c.lastRead.Load()))
 			if (sinceRead >= ka/2 || now.Sub(lastWrite) >= ka/2) && now.Sub(lastPing) >= ka/2 {
 				lastPing = now
@@ -458,7 +389,7 @@ func (c *Conn) writeLoop(emit func(Event)) {
 			default:
 			}
 			c.nc.Write(codec.AppendDisconnect(nil, &codec.Disconnect{}))
-			c.shutdown(ErrClosed)
+			c.shutdown(c.closeReason)
 			return
 		case <-c.stop:
 			return
@@ -539,41 +470,30 @@ func (c *Conn) parse(buf *[]byte, acks []codec.Puback) ([]codec.Puback, error) {
 	}
 }
 
-// wsReader reads the binary messages of a WebSocket as one stream of bytes (MQTT packets
-// may span messages, and one message may hold several). It asks coder/websocket for each
-// message with a context that cannot end: with one that can (as its NetConn uses), every
-// message would cost a context.AfterFunc, which for one 4-byte PUBACK per message was most
-// of the reader's time. Deadlines are not needed: the keep-alive watchdog and shutdown
-// close the connection, which ends a blocked read.
-type wsReader struct {
-	ws  *websocket.Conn
-	cur io.Reader // the message being read; nil between messages
+// TakeAcks returns the acknowledgements read since the last call, in arrival order, and
+// keeps spare (emptied) to collect the next ones: the two slices change hands, so nothing
+// is allocated. Only the engine calls it, after an AcksReady event. An AcksReady event
+// may find the mailbox empty: a previous TakeAcks took what it announced.
+func (c *Conn) TakeAcks(spare []codec.Puback) []codec.Puback {
+	c.ackReady.Store(false) // before taking: an ack added from now on announces itself again
+	c.ackMu.Lock()
+	acks := c.acks
+	c.acks = spare[:0]
+	c.ackMu.Unlock()
+	return acks
 }
 
-func (r *wsReader) Read(p []byte) (int, error) {
-	for {
-		if r.cur == nil {
-			typ, m, err := r.ws.Reader(context.Background())
-			if err != nil {
-				switch websocket.CloseStatus(err) {
-				case websocket.StatusNormalClosure, websocket.StatusGoingAway:
-					return 0, io.EOF
-				}
-				return 0, err
-			}
-			if typ != websocket.MessageBinary {
-				return 0, fmt.Errorf("%w: a text WebSocket message", ErrProtocol)
-			}
-			r.cur = m
-		}
-		n, err := r.cur.Read(p)
-		if err == io.EOF {
-			r.cur = nil
-			if n == 0 {
-				continue
-			}
-			err = nil
-		}
-		return n, err
+// deliverAcks adds what one read brought to the mailbox and, unless an AcksReady event
+// is already on its way, sends one. While the engine is busy, the acks of many reads
+// gather behind a single event.
+func (c *Conn) deliverAcks(acks []codec.Puback, emit func(Event)) {
+	if len(acks) == 0 {
+		return
+	}
+	c.ackMu.Lock()
+	c.acks = append(c.acks, acks...)
+	c.ackMu.Unlock()
+	if !c.ackReady.Swap(true) {
+		emit(Event{Conn: c, AcksReady: true})
 	}
 }

@@ -1,7 +1,3 @@
-// Package conn is the connection actor: one per server connection. It dials (WebSocket,
-// secure WebSocket, TCP, TLS), performs the MQTT 5 CONNECT/CONNACK exchange, keeps the
-// connection alive, writes the byte batches the engine hands it and reads acknowledgements
-// back. It knows nothing of requests, only of frames.
 package conn
 
 // Transport is how an Endpoint is reached.

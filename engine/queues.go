@@ -75,10 +75,10 @@ func (d *deadlines) push(r *Request) {
 	if d.tail-d.head == uint64(len(d.buf)) {
 		d.grow()
 	}
-	if r.Deadline.Before(d.last) {
-		r.Deadline = d.last
+	if r.deadline.Before(d.last) {
+		r.deadline = d.last
 	}
-	d.last = r.Deadline
+	d.last = r.deadline
 	r.dlPos = d.tail
 	d.buf[d.tail&uint64(len(d.buf)-1)] = r
 	d.tail++
@@ -116,3 +116,5 @@ func (d *deadlines) first() *Request {
 
 // noDeadline is a Request's dlPos while it is not in deadlines.
 const noDeadline = ^uint64(0)
+
+func (q *ring) front() *Request { return q.buf[q.head] }

@@ -37,14 +37,14 @@ func TestDeadlines(t *testing.T) {
 	base := time.Now()
 	reqs := make([]*Request, 150)
 	for i := range reqs {
-		reqs[i] = &Request{Deadline: base.Add(time.Duration(i) * time.Millisecond)}
+		reqs[i] = &Request{deadline: base.Add(time.Duration(i) * time.Millisecond)}
 	}
-	reqs[7].Deadline = base // a caller that raced: its deadline is not before the one ahead of it
+	reqs[7].deadline = base // a caller that raced: its deadline is not before the one ahead of it
 	for _, r := range reqs {
 		d.push(r)
 	}
-	if !reqs[7].Deadline.Equal(reqs[6].Deadline) {
-		t.Errorf("out-of-order deadline %v not raised to %v", reqs[7].Deadline, reqs[6].Deadline)
+	if !reqs[7].deadline.Equal(reqs[6].deadline) {
+		t.Errorf("out-of-order deadline %v not raised to %v", reqs[7].deadline, reqs[6].deadline)
 	}
 	// Holes in the middle stay until the head reaches them; the head is always live.
 	d.remove(reqs[5])

@@ -1,78 +1,92 @@
-// Package engine is the heart of the client: one actor that admits publish requests
-// (backpressure, Close), owns the in-flight correlation table (packet identifiers, the
-// server's Receive Maximum window, deadlines) and gives every request exactly one outcome.
 package engine
 
 import (
 	"context"
 	"time"
+
+	"github.com/mdclient/mdclient/codec"
 )
 
-// Outcome is what became of a request.
-type Outcome uint8
+// Fact is what the engine knows became of a request. The root package maps facts to
+// statuses and errors, in one table; the engine decides nothing about how they read.
+type Fact uint8
 
-// The outcomes.
+// The facts. Outcome.Written tells, for each, whether the message's bytes were ever
+// handed to a connection.
 const (
-	OK           Outcome = iota // PUBACK below 0x80 other than 0x10
-	NoSubscriber                // PUBACK 0x10
-	Denied                      // PUBACK 0x87, or every server refused the credentials
-	Rejected                    // PUBACK with any other failure code
-	Timeout                     // the context ended after the message was written
-	Expired                     // the context ended before the message could be written
-	Closed                      // the client closed before an outcome was known
-	TooLarge                    // larger than the server's Maximum Packet Size
-	Lost                        // at-most-once message on a connection lost before its ack
+	Acked     Fact = iota // a PUBACK came: Outcome.Reason and ReasonString
+	Refused               // every server refused the credentials (Cause: the CONNACK's *conn.RefusedError)
+	Expired               // its context or the publish timeout ended first (Cause: the context's cause, if any)
+	Closed                // the client closed before an outcome was known
+	TooLarge              // larger than the server's Maximum Packet Size (Cause says by how much)
+	Invalid               // the server said it cannot take it: Retain Available 0, Maximum QoS 0 (Cause)
+	Lost                  // at-most-once, and its connection was lost before the ack (Cause: the connection's error)
+	Poisoned              // its connection was lost PoisonAfter times in a row while it was in flight (Cause: the last error)
+	NoServers             // no server list was set: decided by the client, before a request reaches the engine
 )
 
-var outcomeNames = [...]string{"OK", "NoSubscriber", "Denied", "Rejected", "Timeout", "Expired", "Closed", "TooLarge", "Lost"}
+var factNames = [...]string{"Acked", "Refused", "Expired", "Closed", "TooLarge", "Invalid", "Lost", "Poisoned", "NoServers"}
 
-func (o Outcome) String() string {
-	if int(o) < len(outcomeNames) {
-		return outcomeNames[o]
+func (f Fact) String() string {
+	if int(f) < len(factNames) {
+		return factNames[f]
 	}
-	return "Outcome(?)"
+	return "Fact(?)"
 }
 
-// Completer receives a request's one outcome. Complete is called once per request, on the
-// engine's goroutine or on the submitting caller's, and must not block.
-type Completer interface {
-	Complete(r *Request)
+// PoisonAfter is how many lost connections in a row a message may be in flight on before
+// it is given up: a server that drops the connection over one message would otherwise
+// have it resent first, and dropped again, for ever.
+const PoisonAfter = 3
+
+// Outcome is a request's fact and what goes with it. The engine writes it once, just
+// before handing the request to Config.Complete.
+type Outcome struct {
+	Fact         Fact
+	Written      bool   // its bytes were handed to a connection at least once
+	Reason       byte   // the PUBACK reason code (Acked)
+	ReasonString string // the PUBACK reason string, if any (Acked)
+	Server       string // the server it was last written to; "" if never
+	Cause        error  // what ended it, for facts other than Acked
+	NoConnection bool   // Expired while no connection was up
 }
 
-// Request is one message to publish. The submitter fills the fields above the line and
-// does not touch the request again until Complete; the engine then fills the outcome.
+// Request is one message to publish. The submitter fills the exported fields other than
+// Outcome and does not touch the request again until Config.Complete hands it back.
 type Request struct {
-	Topic           string
-	Payload         []byte
-	ResponseTopic   string
-	CorrelationData []byte
-	Retain          bool
-	AtMostOnce      bool            // never sent twice; a lost connection before the ack is Lost
-	Ctx             context.Context // bounds the request; never bounds a connection
-	Deadline        time.Time       // the default deadline, used when Ctx has none
-	Owner           Completer
-
-	// The outcome.
-	Outcome      Outcome
-	Reason       byte   // the PUBACK reason code, when a PUBACK came
-	ReasonString string // the PUBACK reason string, if any
-	Server       string // the server the message was last written to
-	Cause        error  // what ended it, when not a PUBACK: a context's cause, a connection error
-	NoConnection bool   // Expired while no server was connected
+	// Packet is the PUBLISH to send: topic, payload, retain and properties. The engine
+	// sets QoS, packet identifier, DUP and topic alias on its own copy's fields.
+	Packet     codec.Publish
+	AtMostOnce bool            // never sent twice; a lost connection before the ack is Lost
+	Ctx        context.Context // bounds the request; never bounds a connection
+	Owner      any             // the submitter's, untouched by the engine
+	Outcome    Outcome         // written by the engine at completion
 
 	// Owned by the engine's goroutine from Submit on.
-	state   state
-	written bool   // written to a connection at least once
-	id      uint16 // packet identifier while in flight
-	seq     uint64 // admission order, to resend in order
-	dlPos   uint64 // position in the deadlines queue; noDeadline when not there
-	stopCtx func() bool
+	state    state
+	id       uint16    // packet identifier while batched or sent
+	deaths   int       // connections lost in a row while it was in flight on them
+	seq      uint64    // admission order, to resend in order
+	deadline time.Time // the context's deadline, or admission plus the publish timeout
+	dlPos    uint64    // position in the deadlines queue; noDeadline when not there
+	stopCtx  func() bool
 }
 
+// state is where a request is in its life. Each transition happens on the engine's
+// goroutine, in one place (see docs/DESIGN.md, "The life of a request"):
+//
+//	queued  ─encode─▶ batched ─flush─▶ sent ─PUBACK─▶ done
+//	  ▲                  │               │
+//	  └──── connection lost (resend) ────┘
+//
+// and from any of the first three to done when its context ends, the client closes, the
+// credentials are refused or it cannot be sent. Written is set by flush alone: a request
+// taken out of a batch before the hand-over was never written.
 type state uint8
 
 const (
-	queued state = iota
-	inFlight
-	done
+	queued  state = iota // waiting for a packet identifier and a connection
+	batched              // encoded into the batch not yet handed to the connection
+	sent                 // handed to the connection, not yet acknowledged
+	done                 // has its outcome
 )

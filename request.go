@@ -1,0 +1,64 @@
+package mdclient
+
+import (
+	"fmt"
+	"strconv"
+	"unicode/utf8"
+	"unsafe"
+
+	"github.com/mdclient/mdclient/codec"
+	"github.com/mdclient/mdclient/engine"
+)
+
+// request is a PublishAsync call in flight: the engine's request and where its result
+// goes, in one allocation.
+type request struct {
+	engine.Request
+	ch      chan PublishResult
+	closure string
+}
+
+// fill validates m and copies it into the engine's request; it returns why the message
+// can never be sent, if it cannot.
+func (r *request) fill(m *Message) (engine.Fact, error) {
+	if err := codec.CheckTopicName(m.Subject); err != nil {
+		return engine.Invalid, fmt.Errorf("%w: subject %s: %w", ErrInvalidMessage, quoteSubject(m.Subject), err)
+	}
+	if m.ReplySubject != "" {
+		if err := codec.CheckTopicName(m.ReplySubject); err != nil {
+			return engine.Invalid, fmt.Errorf("%w: reply subject %s: %w", ErrInvalidMessage, quoteSubject(m.ReplySubject), err)
+		}
+		if len(m.Closure) > 65535 {
+			return engine.Invalid, fmt.Errorf("%w: a closure sent as correlation data (with a reply subject) has at most 65535 bytes, not %d", ErrInvalidMessage, len(m.Closure))
+		}
+	}
+	switch {
+	case m.QoS != QoSGuaranteed && m.QoS != QoSStandard:
+		return engine.Invalid, fmt.Errorf("%w: unknown QoS %d", ErrInvalidMessage, m.QoS)
+	case len(m.Content) > codec.MaxPacketSize:
+		return engine.TooLarge, fmt.Errorf("%w: %d bytes of content exceed MQTT's largest packet", ErrMessageTooLarge, len(m.Content))
+	}
+	r.Packet = codec.Publish{Topic: m.Subject, Payload: m.Content, Retain: m.Retained}
+	r.AtMostOnce = m.QoS == QoSStandard
+	if m.ReplySubject != "" {
+		r.Packet.ResponseTopic = m.ReplySubject
+		r.Packet.CorrelationData = unsafe.Slice(unsafe.StringData(m.Closure), len(m.Closure)) // the codec only reads it
+		if r.Packet.CorrelationData == nil {
+			r.Packet.CorrelationData = []byte{}
+		}
+	}
+	return 0, nil
+}
+
+// quoteSubject quotes at most the first 64 bytes of a subject, for an error.
+func quoteSubject(s string) string {
+	const max = 64
+	if len(s) <= max {
+		return strconv.Quote(s)
+	}
+	cut := max
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s… (%d bytes)", strconv.Quote(s[:cut]), len(s))
+}
