@@ -24,10 +24,10 @@ type delivery struct {
 // holds up to limit results before the callers naming its channel wait in PublishAsync
 // (see waitRoom), so memory stays bounded however slowly a channel is read.
 type deliverer struct {
-	backlogs sync.Map     // chan PublishResult → *backlog; an entry exists while its goroutine runs
-	count    atomic.Int32 // entries in backlogs: 0 lets send skip the lookup
-	waiting  atomic.Int64 // results in all backlogs
-	limit    int          // results a backlog holds before its channel's publishers wait
+	backlogs sync.Map      // chan PublishResult → *backlog; an entry exists while its goroutine runs
+	count    atomic.Int32  // entries in backlogs: 0 lets send skip the lookup
+	waiting  atomic.Int64  // results in all backlogs
+	limit    int           // results a backlog holds before its channel's publishers wait
 	closing  chan struct{} // closed by Close: backlog goroutines give up on unread channels
 	log      *slog.Logger
 	warnOnce sync.Once // a closed Result channel is reported once
