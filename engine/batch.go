@@ -219,9 +219,9 @@ func (e *Engine) rebuild() {
 	clear(reqs[len(e.batch.reqs):])
 }
 
-// windowPatience is how long a window held by unanswered publishes may go without an
-// acknowledgement before the engine opens a fresh connection. A slow server still
-// acknowledges something now and then, and frees identifiers as it does.
+// windowPatience is how long the window may stay held by unanswered publishes (see
+// windowHeld) before the engine opens a fresh connection. A slow server acknowledges
+// something meanwhile, which frees identifiers and ends the wait.
 const windowPatience = time.Second
 
 // windowHeld reports whether publishes that timed out unanswered hold at least half of
@@ -231,11 +231,17 @@ func (e *Engine) windowHeld() bool {
 	return e.cur != nil && !e.windowShut && len(e.free) == 0 && e.held > 0 && 2*e.held >= window && e.live > e.sent
 }
 
-// checkWindow opens a fresh connection when the window is held (see windowHeld) and no
-// acknowledgement came for windowPatience: the server frees those identifiers only by
-// acknowledging them, and may never do so.
+// checkWindow opens a fresh connection once the window has been held for windowPatience:
+// the server frees those identifiers only by acknowledging them, and may never do so.
 func (e *Engine) checkWindow() {
-	if !e.windowHeld() || e.now.Sub(e.lastAck) < windowPatience {
+	if !e.windowHeld() {
+		e.heldSince = time.Time{}
+		return
+	}
+	if e.heldSince.IsZero() {
+		e.heldSince = e.now
+	}
+	if e.now.Sub(e.heldSince) < windowPatience {
 		return
 	}
 	e.windowShut = true

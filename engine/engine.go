@@ -49,6 +49,7 @@ type Engine struct {
 	stats   chan chan Stats // Stats → engine: a channel for the snapshot
 	quit    chan struct{}   // engine → everyone: closed when Run has returned
 	online  atomic.Bool     // engine → callers: a connection is in use
+	timers  timerPool       // for callers waiting for room
 
 	// Owned by Run.
 	now        time.Time   // read once per turn of the loop
@@ -83,7 +84,7 @@ type Engine struct {
 	takenCanc  []*Request
 	resendBuf  []*Request
 	windowShut bool      // cur is being closed for ErrWindowHeld
-	lastAck    time.Time // the latest PUBACK on cur, or when cur came up
+	heldSince  time.Time // when the window was first seen held (see windowHeld); zero when not
 }
 
 // New returns an engine; Run starts it.
@@ -276,8 +277,8 @@ func (e *Engine) arm() {
 	if e.draining && (!ok || e.drainBy.Before(at)) {
 		at, ok = e.drainBy, true
 	}
-	if e.windowHeld() {
-		if check := e.lastAck.Add(windowPatience); !ok || check.Before(at) {
+	if !e.heldSince.IsZero() {
+		if check := e.heldSince.Add(windowPatience); !ok || check.Before(at) {
 			at, ok = check, true
 		}
 	}
@@ -356,7 +357,7 @@ func (e *Engine) up(c *conn.Conn) {
 	for id := window; id >= 1; id-- {
 		e.free = append(e.free, uint16(id))
 	}
-	e.held, e.writing, e.windowShut, e.lastAck = 0, false, false, e.now
+	e.held, e.writing, e.windowShut, e.heldSince = 0, false, false, time.Time{}
 	e.batch.reset()
 	e.online.Store(true)
 }
@@ -416,9 +417,6 @@ func (e *Engine) lost(cause error) {
 }
 
 func (e *Engine) acks(acks []codec.Puback) {
-	if len(acks) > 0 {
-		e.lastAck = e.now
-	}
 	for _, a := range acks {
 		id := int(a.PacketID)
 		if id >= len(e.table) || e.table[id] == nil || e.table[id] != abandoned && e.table[id].state != sent {

@@ -29,12 +29,24 @@ type inbox struct {
 }
 
 // timerPool holds stopped timers for callers waiting for room: a full engine is the steady
-// state of a producer faster than the server, so waiting must not allocate.
-var timerPool = sync.Pool{New: func() any {
-	t := time.NewTimer(time.Hour)
+// state of a producer faster than the server, so waiting must not allocate. (One pool per
+// engine, not per process: a timer belongs to the synctest bubble that made it.)
+type timerPool struct{ sync.Pool }
+
+func (p *timerPool) get(d time.Duration) *time.Timer {
+	if t, ok := p.Get().(*time.Timer); ok {
+		t.Reset(d)
+		return t
+	}
+	return time.NewTimer(d)
+}
+
+// put takes back a timer from get. Since Go 1.23 a stopped timer's channel holds no stale
+// value, so reuse is safe.
+func (p *timerPool) put(t *time.Timer) {
 	t.Stop()
-	return t
-}}
+	p.Put(t)
+}
 
 // Submit hands r to the engine. While Config.MaxQueued requests are accepted and not yet
 // written it waits for room, until r's context ends (or, without a deadline, the publish
@@ -45,8 +57,7 @@ func (e *Engine) Submit(r *Request) error {
 	var timer *time.Timer
 	defer func() {
 		if timer != nil {
-			timer.Stop()
-			timerPool.Put(timer)
+			e.timers.put(timer)
 		}
 	}()
 	in.mu.Lock()
@@ -73,9 +84,8 @@ func (e *Engine) Submit(r *Request) error {
 		var expired <-chan time.Time
 		if _, ok := r.Ctx.Deadline(); !ok {
 			if timer == nil {
-				timer = timerPool.Get().(*time.Timer)
+				timer = e.timers.get(e.cfg.PublishTimeout)
 				r.deadline = time.Now().Add(e.cfg.PublishTimeout)
-				timer.Reset(e.cfg.PublishTimeout)
 			}
 			expired = timer.C
 		}
