@@ -6,8 +6,8 @@
 // and thaws it, waits until it accepts TCP connections, reserves loopback
 // ports, reads process states from /proc and finds installed tools.
 //
-// Everything here returns errors; only [RequireTool] takes a testing.TB, so
-// that programs other than tests can use the rest.
+// Everything here returns errors, so that programs other than tests can use
+// it; only [RequireTool] ends a test, through the [TB] it is given.
 package testproc
 
 import (

@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"testing"
 )
 
 // toolDirs are searched after PATH: brokers live in sbin, which an ordinary
@@ -31,11 +30,20 @@ func LookTool(name string) (string, error) {
 	return "", fmt.Errorf("%s: %w in PATH or %s", name, exec.ErrNotFound, strings.Join(toolDirs, ", "))
 }
 
+// TB is the part of testing.TB that [RequireTool] uses. It is not testing.TB
+// itself so that programs, not only tests, can use this package without
+// linking in package testing.
+type TB interface {
+	Helper()
+	Fatal(args ...any)
+	Skip(args ...any)
+}
+
 // RequireTool returns [LookTool]'s path of name or, if the program is not
 // installed, ends the test with the message missing: it skips the test, but
 // fails it when the environment variable CI is non-empty, because there a
 // missing tool is a broken setup, not a developer's machine without it.
-func RequireTool(t testing.TB, name, missing string) string {
+func RequireTool(t TB, name, missing string) string {
 	t.Helper()
 	p, err := LookTool(name)
 	if err == nil {
