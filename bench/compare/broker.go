@@ -9,8 +9,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/mdclient/mdclient/internal/testproc"
 )
 
 // broker is one mosquitto process with a TCP and a WebSocket listener on 127.0.0.1.
@@ -21,21 +22,16 @@ type broker struct {
 	nodelay     bool // set_tcp_nodelay: no Nagle delay on the broker's TCP sends (PUBACKs)
 	tcpPort     int
 	wsPort      int
-	cmd         *exec.Cmd
-	exited      chan struct{}
+	proc        *testproc.Process // nil when killed
 }
 
 // findMosquitto returns the path of the mosquitto executable (Debian installs it in /usr/sbin).
 func findMosquitto() (string, error) {
-	for _, p := range []string{"/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"} {
-		if fi, err := os.Stat(p); err == nil && !fi.IsDir() {
-			return p, nil
-		}
+	p, err := testproc.LookTool("mosquitto")
+	if err != nil {
+		return "", errors.New("mosquitto not found (Debian: apt-get install mosquitto)")
 	}
-	if p, err := exec.LookPath("mosquitto"); err == nil {
-		return p, nil
-	}
-	return "", errors.New("mosquitto not found (Debian: apt-get install mosquitto)")
+	return p, nil
 }
 
 // mosquittoVersion returns e.g. "mosquitto version 2.0.11".
@@ -75,7 +71,7 @@ func startBroker(maxInflight int, nodelay bool) (*broker, error) {
 }
 
 func (b *broker) start() error {
-	ports, err := freePorts(2)
+	ports, err := testproc.FreePorts(2)
 	if err != nil {
 		return err
 	}
@@ -106,53 +102,38 @@ socket_domain ipv4
 	cmd := exec.Command(b.bin, "-c", confPath)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	// Should this program die without running its deferred kill, the kernel kills the broker.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	p, err := testproc.StartGroup(cmd)
+	if err != nil {
 		return err
 	}
-	b.cmd, b.exited = cmd, make(chan struct{})
-	go func() {
-		cmd.Wait()
-		close(b.exited)
-	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		select {
-		case <-b.exited:
-			return errors.New("mosquitto exited before its listeners were ready")
-		default:
-		}
-		if accepts(b.tcpAddr()) && accepts(b.wsHostPort()) {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			b.kill()
-			return errors.New("mosquitto's listeners not ready after 10s")
-		}
-		time.Sleep(20 * time.Millisecond) // polling for the listeners
+	b.proc = p
+	err = p.WaitAccepting(time.Now().Add(10*time.Second), b.tcpAddr(), b.wsHostPort())
+	if errors.Is(err, testproc.ErrExited) {
+		return errors.New("mosquitto exited before its listeners were ready")
 	}
+	if err != nil {
+		b.kill()
+		return errors.New("mosquitto's listeners not ready after 10s")
+	}
+	return nil
 }
 
 // kill ends mosquitto and waits until it has been reaped.
 func (b *broker) kill() {
-	if b.cmd == nil {
+	if b.proc == nil {
 		return
 	}
-	select {
-	case <-b.exited:
-	default:
-		b.cmd.Process.Signal(syscall.SIGKILL)
-		<-b.exited
-	}
-	b.cmd = nil
+	b.proc.Kill()
+	<-b.proc.Done()
+	b.proc = nil
 }
 
 // pid returns mosquitto's process id, 0 when it is not running.
 func (b *broker) pid() int {
-	if b.cmd == nil {
+	if b.proc == nil {
 		return 0
 	}
-	return b.cmd.Process.Pid
+	return b.proc.Pid()
 }
 
 // close kills mosquitto and removes its directory.
@@ -169,25 +150,3 @@ func (b *broker) log() string {
 func (b *broker) tcpAddr() string    { return net.JoinHostPort("127.0.0.1", strconv.Itoa(b.tcpPort)) }
 func (b *broker) wsHostPort() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(b.wsPort)) }
 func (b *broker) wsURL() string      { return "ws://" + b.wsHostPort() + "/mqtt" }
-
-func accepts(addr string) bool {
-	c, err := net.DialTimeout("tcp", addr, time.Second)
-	if err != nil {
-		return false
-	}
-	c.Close()
-	return true
-}
-
-func freePorts(n int) ([]int, error) {
-	ports := make([]int, 0, n)
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		defer l.Close()
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
-}

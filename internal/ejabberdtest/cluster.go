@@ -63,6 +63,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mdclient/mdclient/internal/testproc"
 )
 
 // Timeouts. Ejabberd is slow to boot on a loaded two-core machine (three nodes in
@@ -106,7 +108,7 @@ type Cluster struct {
 	id       string // random, part of every node name
 	cookie   string
 	nodes    []*Node
-	epmd     *process
+	epmd     *testproc.Process
 	epmdPort int
 	lock     *os.File
 
@@ -123,53 +125,18 @@ type Node struct {
 	httpPort int
 
 	mu   sync.Mutex
-	proc *process // the node's VM ("ejabberdctl foreground", exec'd); nil before the first start
-	beam int      // its pid
-}
-
-// process is a child of the test. exited is closed once it has been reaped.
-type process struct {
-	cmd    *exec.Cmd
-	exited chan struct{}
-	err    error // result of cmd.Wait, valid once exited is closed
-}
-
-func (p *process) hasExited() bool {
-	select {
-	case <-p.exited:
-		return true
-	default:
-		return false
-	}
-}
-
-// startProcess starts cmd in its own process group and reaps it in the background. The
-// process gets SIGKILL if the test process dies first (Linux), so that a test binary
-// killed by its timeout leaves no node behind.
-func startProcess(cmd *exec.Cmd) (*process, error) {
-	cmd.SysProcAttr = sysProcAttr()
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	p := &process{cmd: cmd, exited: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.exited)
-	}()
-	return p, nil
+	proc *testproc.Process // the node's VM ("ejabberdctl foreground", exec'd); nil before the first start
+	beam int               // its pid
 }
 
 // killGroup sends SIGKILL to the process group of p and waits until p is reaped.
-func (p *process) killGroup() error {
-	if !p.hasExited() {
-		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-		_ = p.cmd.Process.Signal(syscall.SIGKILL)
-	}
+func killGroup(p *testproc.Process) error {
+	p.Kill()
 	select {
-	case <-p.exited:
+	case <-p.Done():
 		return nil
 	case <-time.After(ReadyTimeout):
-		return fmt.Errorf("process %d did not exit after SIGKILL", p.cmd.Process.Pid)
+		return fmt.Errorf("process %d did not exit after SIGKILL", p.Pid())
 	}
 }
 
@@ -207,7 +174,7 @@ func Start(t testing.TB, cfg Config) *Cluster {
 		t.Fatalf("ejabberdtest: starting epmd: %v", err)
 	}
 
-	ports, err := freePorts(2 * cfg.Nodes)
+	ports, err := testproc.FreePorts(2 * cfg.Nodes)
 	if err != nil {
 		t.Fatalf("ejabberdtest: picking ports: %v", err)
 	}
@@ -298,7 +265,7 @@ func (c *Cluster) NodeByAddr(addr string) *Node {
 func (c *Cluster) Dir() string { return c.dir }
 
 // EpmdPID returns the pid of the cluster's epmd.
-func (c *Cluster) EpmdPID() int { return c.epmd.cmd.Process.Pid }
+func (c *Cluster) EpmdPID() int { return c.epmd.Pid() }
 
 func (c *Cluster) names() []string {
 	var names []string
@@ -357,7 +324,7 @@ func (c *Cluster) Close() {
 			errs = append(errs, n.stop())
 		}
 		if c.epmd != nil {
-			errs = append(errs, c.epmd.killGroup())
+			errs = append(errs, killGroup(c.epmd))
 		}
 		if c.lock != nil {
 			c.lock.Close() // releases the flock
@@ -371,7 +338,7 @@ func (c *Cluster) Close() {
 // startEpmd starts the cluster's own epmd on a free port of 127.0.0.1.
 func (c *Cluster) startEpmd(bin string) error {
 	for attempt := 1; ; attempt++ {
-		ports, err := freePorts(1)
+		ports, err := testproc.FreePorts(1)
 		if err != nil {
 			return err
 		}
@@ -382,23 +349,19 @@ func (c *Cluster) startEpmd(bin string) error {
 		}
 		cmd := exec.Command(bin, "-port", strconv.Itoa(port), "-address", "127.0.0.1")
 		cmd.Stdout, cmd.Stderr, cmd.Dir = f, f, c.dir
-		p, err := startProcess(cmd)
+		p, err := testproc.StartGroup(cmd)
 		f.Close()
 		if err != nil {
 			return err
 		}
 		c.epmd, c.epmdPort = p, port
 		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		deadline := time.Now().Add(ReadyTimeout)
-		for !p.hasExited() && !acceptsConnections(addr) && time.Now().Before(deadline) {
-			time.Sleep(pollInterval) // readiness polling
-		}
-		if !p.hasExited() && acceptsConnections(addr) {
+		if p.WaitAccepting(time.Now().Add(ReadyTimeout), addr) == nil {
 			return nil
 		}
-		p.killGroup()
-		if attempt == 5 || !p.hasExited() {
-			return fmt.Errorf("epmd on port %d not ready: %v", port, p.err)
+		killGroup(p)
+		if attempt == 5 || !p.Exited() {
+			return fmt.Errorf("epmd on port %d not ready: %v", port, p.Err())
 		}
 	}
 }
@@ -454,7 +417,7 @@ func (n *Node) logs() string  { return filepath.Join(n.dir, "logs") }
 func (n *Node) BeamPID() int {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.proc == nil || n.proc.hasExited() {
+	if n.proc == nil || n.proc.Exited() {
 		return 0
 	}
 	return n.beam
@@ -547,15 +510,15 @@ func (n *Node) ctlRun(args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, n.c.ctl, n.ctlArgs(args...)...)
 	cmd.Env, cmd.Dir, cmd.Stdout, cmd.Stderr = n.c.env(), n.dir, f, f
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	p, err := startProcess(cmd)
+	p, err := testproc.StartGroup(cmd)
 	if err != nil {
 		return "", err
 	}
-	<-p.exited
+	<-p.Done()
 	data, _ := os.ReadFile(f.Name())
 	out := cleanOutput(data)
-	if p.err != nil {
-		return out, fmt.Errorf("ejabberdctl %s: %v: %s", strings.Join(args, " "), p.err, out)
+	if p.Err() != nil {
+		return out, fmt.Errorf("ejabberdctl %s: %v: %s", strings.Join(args, " "), p.Err(), out)
 	}
 	return out, nil
 }
@@ -603,7 +566,7 @@ func (n *Node) bootFresh(cfg Config) error {
 		if err == nil || attempt == 5 || !errors.Is(err, errExited) {
 			return err
 		}
-		ports, perr := freePorts(2)
+		ports, perr := testproc.FreePorts(2)
 		if perr != nil {
 			return perr
 		}
@@ -637,7 +600,7 @@ func (n *Node) boot(deadline time.Time) error {
 	// beam.smp, so the test can SIGKILL it by pid and reap it itself.
 	cmd := exec.Command(n.c.ctl, n.ctlArgs("foreground")...)
 	cmd.Env, cmd.Dir, cmd.Stdout, cmd.Stderr = append(n.c.env(), "EJABBERDTEST_EXEC=1"), n.dir, f, f
-	p, err := startProcess(cmd)
+	p, err := testproc.StartGroup(cmd)
 	f.Close()
 	if err != nil {
 		return err
@@ -647,21 +610,21 @@ func (n *Node) boot(deadline time.Time) error {
 	n.mu.Unlock()
 
 	for {
-		if p.hasExited() {
-			return fmt.Errorf("%s: %w (%v); log:\n%s", n.name, errExited, p.err, tail(n.Log(), 30))
+		if p.Exited() {
+			return fmt.Errorf("%s: %w (%v); log:\n%s", n.name, errExited, p.Err(), tail(n.Log(), 30))
 		}
 		if n.listening() {
 			// The VM writes its pid once ejabberd runs; it must be the process started.
 			if data, err := os.ReadFile(pidFile); err == nil && len(bytes.TrimSpace(data)) > 0 {
 				if pid, _ := strconv.Atoi(string(bytes.TrimSpace(data))); pid != cmd.Process.Pid {
-					p.killGroup()
+					killGroup(p)
 					return fmt.Errorf("%s: ejabberd runs as pid %d, not as the started process %d", n.name, pid, cmd.Process.Pid)
 				}
 				return nil
 			}
 		}
 		if time.Now().After(deadline) {
-			p.killGroup()
+			killGroup(p)
 			return fmt.Errorf("%s: not serving on %s and %s after %v; log:\n%s",
 				n.name, n.TCPHostPort(), n.WSHostPort(), ReadyTimeout, tail(n.Log(), 30))
 		}
@@ -670,7 +633,7 @@ func (n *Node) boot(deadline time.Time) error {
 }
 
 func (n *Node) listening() bool {
-	return acceptsConnections(n.TCPHostPort()) && acceptsConnections(n.WSHostPort())
+	return testproc.Accepts(n.TCPHostPort()) && testproc.Accepts(n.WSHostPort())
 }
 
 func (n *Node) waitListening(deadline time.Time) error {
@@ -691,21 +654,29 @@ func (n *Node) Kill() (time.Time, error) {
 	n.mu.Lock()
 	p, beam := n.proc, n.beam
 	n.mu.Unlock()
-	if p == nil || p.hasExited() {
+	if p == nil || p.Exited() {
 		return time.Time{}, nil
 	}
-	helpers := descendants(beam) // before the kill: then they are orphans
+	helpers := slices.Concat(testproc.Descendants(beam)...) // before the kill: then they are orphans
 	at := time.Now()
 	if err := syscall.Kill(beam, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
 		return at, fmt.Errorf("kill %s (pid %d): %w", n.name, beam, err)
 	}
 	select {
-	case <-p.exited:
+	case <-p.Done():
 	case <-time.After(ReadyTimeout):
-		p.killGroup()
+		killGroup(p)
 		return at, fmt.Errorf("%s: the VM did not exit after SIGKILL", n.name)
 	}
-	return at, waitGone(helpers, time.Now().Add(ReadyTimeout))
+	// The helpers (erl_child_setup and its port programs) exit on their own once the
+	// VM is gone.
+	if left := testproc.WaitGone(helpers, time.Now().Add(ReadyTimeout)); len(left) > 0 {
+		for _, h := range left {
+			_ = syscall.Kill(h, syscall.SIGKILL)
+		}
+		return at, fmt.Errorf("helper processes %v still running; killed", left)
+	}
+	return at, nil
 }
 
 // Restart starts a node again with the same configuration, spool and ports, typically
@@ -754,7 +725,7 @@ func (n *Node) stop() error {
 		// The VM's helpers (erl_child_setup and its port programs) would outlive a
 		// killed VM by a moment and be left to init to reap; killed first, from the
 		// leaves up, they are reaped by their own parents.
-		levels := descendantLevels(beam)
+		levels := testproc.Descendants(beam)
 		for i := len(levels) - 1; i >= 0; i-- {
 			var pids []int
 			for _, h := range levels[i] {
@@ -762,7 +733,7 @@ func (n *Node) stop() error {
 					pids = append(pids, h)
 				}
 			}
-			waitReaped(pids, time.Now().Add(2*time.Second))
+			testproc.WaitReaped(pids, time.Now().Add(2*time.Second))
 		}
 	}
 	_, err := n.Kill()
@@ -770,136 +741,9 @@ func (n *Node) stop() error {
 	p := n.proc
 	n.mu.Unlock()
 	if p != nil {
-		err = errors.Join(err, p.killGroup())
+		err = errors.Join(err, killGroup(p))
 	}
 	return err
-}
-
-// descendants returns the pids of pid's descendants (Linux: from /proc; elsewhere none).
-func descendants(pid int) []int {
-	var out []int
-	for _, level := range descendantLevels(pid) {
-		out = append(out, level...)
-	}
-	return out
-}
-
-// descendantLevels returns pid's descendants by depth: children, grandchildren, ...
-func descendantLevels(pid int) [][]int {
-	if pid <= 0 {
-		return nil
-	}
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
-	children := map[int][]int{}
-	for _, e := range entries {
-		p, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if pp, _, ok := procStat(p); ok {
-			children[pp] = append(children[pp], p)
-		}
-	}
-	var levels [][]int
-	for level := children[pid]; len(level) > 0; {
-		levels = append(levels, level)
-		var next []int
-		for _, p := range level {
-			next = append(next, children[p]...)
-		}
-		level = next
-	}
-	return levels
-}
-
-// waitReaped waits until none of pids exists any more, not even as a zombie.
-func waitReaped(pids []int, deadline time.Time) {
-	for _, p := range pids {
-		for time.Now().Before(deadline) {
-			if _, _, ok := procStat(p); !ok {
-				break
-			}
-			time.Sleep(time.Millisecond) // polling process state
-		}
-	}
-}
-
-// procStat returns the parent pid and the state letter of pid from /proc/PID/stat.
-func procStat(pid int) (ppid int, state byte, ok bool) {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, 0, false
-	}
-	// "PID (comm) S PPID ..."; comm may contain spaces and parentheses.
-	i := bytes.LastIndexByte(data, ')')
-	if i < 0 {
-		return 0, 0, false
-	}
-	f := strings.Fields(string(data[i+1:]))
-	if len(f) < 2 || len(f[0]) != 1 {
-		return 0, 0, false
-	}
-	ppid, err = strconv.Atoi(f[1])
-	return ppid, f[0][0], err == nil
-}
-
-// alive reports whether pid is a process that has not exited (a zombie has exited).
-func alive(pid int) bool {
-	if _, err := os.Stat("/proc/self/stat"); err != nil { // no procfs: ask the kernel
-		return syscall.Kill(pid, 0) == nil
-	}
-	_, state, ok := procStat(pid)
-	return ok && state != 'Z' && state != 'X'
-}
-
-// waitGone waits until none of pids is alive. Those are helpers of a VM (erl_child_setup
-// and its port programs): they exit on their own once the VM is gone.
-func waitGone(pids []int, deadline time.Time) error {
-	for {
-		var left []int
-		for _, p := range pids {
-			if alive(p) {
-				left = append(left, p)
-			}
-		}
-		if len(left) == 0 {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			for _, p := range left {
-				_ = syscall.Kill(p, syscall.SIGKILL)
-			}
-			return fmt.Errorf("helper processes %v still running; killed", left)
-		}
-		time.Sleep(pollInterval) // polling process state
-	}
-}
-
-// acceptsConnections reports whether a TCP connection to addr succeeds.
-func acceptsConnections(addr string) bool {
-	c, err := net.DialTimeout("tcp", addr, time.Second)
-	if err != nil {
-		return false
-	}
-	c.Close()
-	return true
-}
-
-// freePorts returns n distinct ports that were free on 127.0.0.1 a moment ago.
-func freePorts(n int) ([]int, error) {
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		defer l.Close()
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }
 
 // copyCtl writes a copy of Debian's ejabberdctl that runs as the current user and, when
@@ -972,20 +816,5 @@ func tail(s string, n int) string {
 // lookTool returns the path of an installed program, or skips (fails under CI) the test.
 func lookTool(t testing.TB, name string) string {
 	t.Helper()
-	if p, err := exec.LookPath(name); err == nil {
-		return p
-	}
-	// ejabberdctl lives in sbin, which is often not in an ordinary PATH.
-	for _, dir := range []string{"/usr/sbin", "/usr/local/sbin", "/usr/bin", "/usr/local/bin"} {
-		p := filepath.Join(dir, name)
-		if fi, err := os.Stat(p); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
-			return p
-		}
-	}
-	msg := fmt.Sprintf("ejabberdtest: %s not installed (Debian: apt-get install ejabberd)", name)
-	if os.Getenv("CI") != "" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-	return ""
+	return testproc.RequireTool(t, name, fmt.Sprintf("ejabberdtest: %s not installed (Debian: apt-get install ejabberd)", name))
 }

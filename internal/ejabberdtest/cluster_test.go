@@ -6,11 +6,13 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/mdclient/mdclient/internal/testproc"
 	"go.uber.org/goleak"
 )
 
@@ -112,10 +114,10 @@ func TestCluster(t *testing.T) {
 	if at.Before(before) || at.After(time.Now()) {
 		t.Errorf("Kill returned %v, not a moment during the call", at)
 	}
-	if n1.Running() || n1.BeamPID() != 0 || alive(beam) {
+	if n1.Running() || n1.BeamPID() != 0 || testproc.Alive(beam) {
 		t.Fatalf("%s still running after Kill", n1.Name())
 	}
-	if acceptsConnections(n1.TCPHostPort()) || acceptsConnections(n1.WSHostPort()) {
+	if testproc.Accepts(n1.TCPHostPort()) || testproc.Accepts(n1.WSHostPort()) {
 		t.Fatalf("%s still accepts connections after Kill", n1.Name())
 	}
 	if ack := publish(n2, "pub", pubPassword, "allowed/sub/2"); ack != (Ack{}) {
@@ -140,13 +142,13 @@ func TestCluster(t *testing.T) {
 	var pids []int
 	for _, n := range c.Nodes() {
 		pids = append(pids, n.BeamPID())
-		pids = append(pids, descendants(n.BeamPID())...)
+		pids = append(pids, slices.Concat(testproc.Descendants(n.BeamPID())...)...)
 	}
 	pids = append(pids, c.EpmdPID())
 	sub.Close()
 	c.Close()
 	for _, p := range pids {
-		if alive(p) {
+		if testproc.Alive(p) {
 			t.Errorf("process %d survived Close", p)
 		}
 	}
@@ -154,11 +156,11 @@ func TestCluster(t *testing.T) {
 		t.Errorf("processes survived Close: %v", left)
 	}
 	for _, n := range c.Nodes() {
-		if acceptsConnections(n.TCPHostPort()) || acceptsConnections(n.WSHostPort()) {
+		if testproc.Accepts(n.TCPHostPort()) || testproc.Accepts(n.WSHostPort()) {
 			t.Errorf("%s still accepts connections after Close", n.Name())
 		}
 	}
-	if acceptsConnections("127.0.0.1:" + strconv.Itoa(c.epmdPort)) {
+	if testproc.Accepts("127.0.0.1:" + strconv.Itoa(c.epmdPort)) {
 		t.Errorf("epmd still accepts connections after Close")
 	}
 	c.Close() // again: nothing happens
@@ -173,7 +175,7 @@ func processesMentioning(s string) []string {
 	var out []string
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == os.Getpid() || !alive(pid) {
+		if err != nil || pid == os.Getpid() || !testproc.Alive(pid) {
 			continue
 		}
 		cmdline, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")

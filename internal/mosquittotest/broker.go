@@ -47,16 +47,17 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mdclient/mdclient/internal/testproc"
 )
 
 // readyTimeout bounds every wait in this package: broker readiness, subscriber
 // readiness, process state changes and [Sub.Next].
 const readyTimeout = 10 * time.Second
 
-// pollInterval is the pause between two readiness probes.
+// pollInterval is the pause before [Broker.Restart] tries again.
 const pollInterval = 10 * time.Millisecond
 
 // Config describes the broker started by [Start]. The zero value is a broker
@@ -114,34 +115,16 @@ type Broker struct {
 	mu      sync.Mutex
 	tcpPort int
 	wsPort  int
-	tlsPort int      // 0 without TLS
-	wssPort int      // 0 without TLS
-	proc    *process // nil before the first start
-}
-
-// process is one mosquitto process. exited is closed once it has been reaped.
-type process struct {
-	cmd    *exec.Cmd
-	exited chan struct{}
-	err    error // result of cmd.Wait, valid after exited is closed
-}
-
-func (p *process) hasExited() bool {
-	select {
-	case <-p.exited:
-		return true
-	default:
-		return false
-	}
+	tlsPort int               // 0 without TLS
+	wssPort int               // 0 without TLS
+	proc    *testproc.Process // nil before the first start
 }
 
 // kill sends SIGKILL (which also ends a stopped process) and waits until the
 // process has been reaped.
-func (p *process) kill() {
-	if !p.hasExited() {
-		_ = p.cmd.Process.Signal(syscall.SIGKILL)
-	}
-	<-p.exited
+func kill(p *testproc.Process) {
+	p.Kill()
+	<-p.Done()
 }
 
 // Start starts a mosquitto broker configured by cfg, with an MQTT listener
@@ -184,7 +167,7 @@ func Start(t testing.TB, cfg Config) *Broker {
 		if b.tls != nil {
 			n = 4
 		}
-		ports, err := freePortList(n)
+		ports, err := testproc.FreePorts(n)
 		if err != nil {
 			t.Fatalf("mosquittotest: picking ports: %v", err)
 		}
@@ -303,21 +286,6 @@ func (b *Broker) writeConfig(general string) error {
 	return os.WriteFile(b.confPath, []byte(conf.String()), 0o600)
 }
 
-// freePortList returns n distinct ports that were free on 127.0.0.1 a moment
-// ago.
-func freePortList(n int) ([]int, error) {
-	ports := make([]int, 0, n)
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		defer l.Close()
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
-}
-
 // startLocked starts mosquitto with the current configuration and waits
 // until both listeners accept connections or deadline passes. b.mu is held.
 func (b *Broker) startLocked(deadline time.Time) error {
@@ -334,59 +302,29 @@ func (b *Broker) startLocked(deadline time.Time) error {
 	cmd := exec.Command(b.bin, "-c", b.confPath)
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
-	err = cmd.Start()
+	p, err := testproc.Start(cmd)
 	logFile.Close() // the child holds its own descriptor
 	if err != nil {
 		return err
 	}
-	p := &process{cmd: cmd, exited: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.exited)
-	}()
 	b.proc = p
 
 	addrs := []string{b.tcpHostPort(), b.wsHostPort()}
 	if b.tls != nil {
 		addrs = append(addrs, b.tlsHostPort(), b.wssHostPort())
 	}
-	for {
-		ready := true
-		for _, a := range addrs {
-			if !acceptsConnections(a) {
-				ready = false
-				break
-			}
-		}
-		// Connections must have reached our mosquitto, not a stranger
-		// that grabbed the port while ours failed to bind it.
-		if p.hasExited() {
-			return fmt.Errorf("%w (%v)", errExited, p.err)
-		}
-		if ready {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			p.kill()
-			return fmt.Errorf("listeners %v not accepting connections after %v", addrs, readyTimeout)
-		}
-		timer := time.NewTimer(pollInterval)
-		select {
-		case <-p.exited:
-		case <-timer.C:
-		}
-		timer.Stop()
+	// WaitAccepting fails once mosquitto has exited: connections must have
+	// reached our mosquitto, not a stranger that grabbed a port ours failed
+	// to bind.
+	err = p.WaitAccepting(deadline, addrs...)
+	if errors.Is(err, testproc.ErrExited) {
+		return fmt.Errorf("%w (%v)", errExited, p.Err())
 	}
-}
-
-// acceptsConnections reports whether a TCP connection to addr succeeds.
-func acceptsConnections(addr string) bool {
-	c, err := net.DialTimeout("tcp", addr, time.Second)
 	if err != nil {
-		return false
+		kill(p)
+		return fmt.Errorf("listeners %v not accepting connections after %v", addrs, readyTimeout)
 	}
-	c.Close()
-	return true
+	return nil
 }
 
 func (b *Broker) tcpHostPort() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(b.tcpPort)) }
@@ -491,7 +429,7 @@ func (b *Broker) Log() string {
 func (b *Broker) Running() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.proc != nil && !b.proc.hasExited()
+	return b.proc != nil && !b.proc.Exited()
 }
 
 // Kill sends SIGKILL to mosquitto and waits until it has exited, so its ports
@@ -500,7 +438,7 @@ func (b *Broker) Kill() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.proc != nil {
-		b.proc.kill()
+		kill(b.proc)
 	}
 }
 
@@ -508,48 +446,21 @@ func (b *Broker) Kill() {
 // its sockets stay open and the kernel still completes TCP handshakes, but the
 // broker answers nothing until [Broker.Continue].
 func (b *Broker) Stop() {
-	b.signalAndWait(syscall.SIGSTOP, true)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.proc != nil {
+		_ = b.proc.Stop(readyTimeout)
+	}
 }
 
 // Continue sends SIGCONT to a broker frozen by [Broker.Stop] and returns once
 // the process is running again.
 func (b *Broker) Continue() {
-	b.signalAndWait(syscall.SIGCONT, false)
-}
-
-// signalAndWait sends sig and, where /proc is available, polls the process
-// state until it is (stopped) or is no longer (!stopped) 'T'.
-func (b *Broker) signalAndWait(sig syscall.Signal, stopped bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	p := b.proc
-	if p == nil || p.hasExited() {
-		return
+	if b.proc != nil {
+		_ = b.proc.Continue(readyTimeout)
 	}
-	_ = p.cmd.Process.Signal(sig)
-	pid := p.cmd.Process.Pid
-	deadline := time.Now().Add(readyTimeout)
-	for !p.hasExited() && time.Now().Before(deadline) {
-		state, ok := procState(pid)
-		if !ok || (state == 'T') == stopped {
-			return
-		}
-		time.Sleep(time.Millisecond) // polling the process state
-	}
-}
-
-// procState returns the state letter of pid from /proc/PID/stat.
-func procState(pid int) (byte, bool) {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, false
-	}
-	// "PID (comm) S ..."; comm may contain spaces and parentheses.
-	i := bytes.LastIndexByte(data, ')')
-	if i < 0 || i+2 >= len(data) {
-		return 0, false
-	}
-	return data[i+2], true
 }
 
 // Restart starts mosquitto again with the same configuration and the same
@@ -562,7 +473,7 @@ func (b *Broker) Restart(t testing.TB) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.proc != nil {
-		b.proc.kill()
+		kill(b.proc)
 	}
 	deadline := time.Now().Add(readyTimeout)
 	for {
@@ -581,20 +492,6 @@ func (b *Broker) Restart(t testing.TB) {
 // CI) the test.
 func lookTool(t testing.TB, name string) string {
 	t.Helper()
-	if p, err := exec.LookPath(name); err == nil {
-		return p
-	}
-	// mosquitto lives in sbin, which is often not in an ordinary PATH.
-	for _, dir := range []string{"/usr/sbin", "/usr/local/sbin", "/usr/bin", "/usr/local/bin", "/opt/homebrew/sbin", "/opt/homebrew/bin"} {
-		p := filepath.Join(dir, name)
-		if fi, err := os.Stat(p); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
-			return p
-		}
-	}
-	msg := fmt.Sprintf("mosquittotest: %s not installed (Debian: apt-get install mosquitto mosquitto-clients)", name)
-	if os.Getenv("CI") != "" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-	return ""
+	return testproc.RequireTool(t, name,
+		fmt.Sprintf("mosquittotest: %s not installed (Debian: apt-get install mosquitto mosquitto-clients)", name))
 }
