@@ -47,6 +47,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/mdclient/mdclient"
+	"github.com/mdclient/mdclient/codec"
 )
 
 // Exit codes.
@@ -156,8 +157,14 @@ type config struct {
 	getenv         func(string) string
 }
 
-// maxSize bounds --size: MQTT's largest packet.
-const maxSize = 256 << 20
+// maxSize bounds --size: the most content a PUBLISH of subject can carry in MQTT's largest
+// packet (codec.MaxPacketSize). The client sends every message at QoS 1, with a packet
+// identifier, and at best without properties (no topic alias), so the remaining length is
+// the topic (a 2-byte length and its bytes), the packet identifier (2), the property
+// length (1 byte for 0) and the content; it must not exceed codec.MaxRemainingLength.
+func maxSize(subject string) int {
+	return codec.MaxRemainingLength - (2 + len(subject) + 2 + 1)
+}
 
 // defaultWindow is --window's default: enough to keep a Receive Maximum of 1024 (mochi's,
 // EMQX's default is 32, Mosquitto's 20) full while the next acknowledgements travel, and
@@ -245,8 +252,8 @@ func parseFlags(args []string, getenv func(string) string) (config, error) {
 		return cfg, errors.New("--count must be at least 1")
 	case set["duration"] && cfg.duration <= 0:
 		return cfg, errors.New("--duration must be positive")
-	case cfg.size < 0 || cfg.size > maxSize:
-		return cfg, fmt.Errorf("--size must be from 0 to %d", maxSize)
+	case cfg.size < 0 || cfg.size > maxSize(cfg.subject):
+		return cfg, fmt.Errorf("--size must be from 0 to %d: MQTT's largest packet, %d bytes, holds no more content on subject %q", maxSize(cfg.subject), codec.MaxPacketSize, cfg.subject)
 	case cfg.stdin && set["size"]:
 		return cfg, errors.New("--size does not go with --stdin: each line is a message")
 	case cfg.rate < 0:

@@ -10,6 +10,7 @@ import (
 	"net"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +19,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/mdclient/mdclient"
+	"github.com/mdclient/mdclient/codec"
 	"github.com/mdclient/mdclient/mdtest"
 )
 
@@ -105,6 +107,11 @@ func TestUsageErrorsExit2WithOneLine(t *testing.T) {
 		{[]string{"--duration", "ten"}, `invalid value "ten" for flag -duration`},
 		{[]string{"--size", "-1"}, "--size must be from 0"},
 		{[]string{"--size", "300000000"}, "--size must be from 0"},
+		// MQTT's largest packet is 268,435,460 bytes; with the default subject it holds
+		// 268,435,438 bytes of content, with a longer subject less.
+		{[]string{"--size", "268435439", "--count", "1"}, "--size must be from 0 to 268435438"},
+		{[]string{"--size", "268435456", "--count", "1"}, "--size must be from 0 to 268435438"},
+		{[]string{"--subject", strings.Repeat("s", 1000), "--size", "268434451", "--count", "1"}, "--size must be from 0 to 268434450"},
 		{[]string{"--stdin", "--size", "10"}, "--size does not go with --stdin"},
 		{[]string{"--rate", "-1"}, "--rate must not be negative"},
 		{[]string{"--inflight", "-1"}, "--inflight must not be negative"},
@@ -136,6 +143,27 @@ func TestUsageErrorsExit2WithOneLine(t *testing.T) {
 		}
 		if !strings.Contains(stderr, tc.want) {
 			t.Errorf("%q: stderr %q does not say %q", tc.args, stderr, tc.want)
+		}
+	}
+}
+
+// TestLargestSizeFillsMQTTsLargestPacket checks the bound of --size against the codec: the
+// largest size accepted makes a PUBLISH (QoS 1, as the client sends it, no properties) of
+// exactly codec.MaxPacketSize bytes.
+func TestLargestSizeFillsMQTTsLargestPacket(t *testing.T) {
+	content := make([]byte, 268435438) // untouched: the pages are never written
+	for _, subject := range []string{"mdpub/stream", strings.Repeat("s", 1000)} {
+		largest := len(content) - (len(subject) - len("mdpub/stream"))
+		cfg, err := parseFlags([]string{"--subject", subject, "--size", strconv.Itoa(largest)}, nil)
+		if err != nil || cfg.size != largest {
+			t.Errorf("subject of %d bytes: --size %d: %v", len(subject), largest, err)
+		}
+		if _, err := parseFlags([]string{"--subject", subject, "--size", strconv.Itoa(largest + 1)}, nil); err == nil {
+			t.Errorf("subject of %d bytes: --size %d accepted", len(subject), largest+1)
+		}
+		p := codec.Publish{Topic: subject, QoS: 1, PacketID: 1, Payload: content[:largest]}
+		if n := codec.PublishLen(&p); n != codec.MaxPacketSize {
+			t.Errorf("subject of %d bytes: --size %d makes a %d-byte packet, want %d", len(subject), largest, n, codec.MaxPacketSize)
 		}
 	}
 }
