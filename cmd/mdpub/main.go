@@ -29,8 +29,9 @@
 // not when NO_COLOR is set.
 //
 // Exit codes: 0 when every message got NOTIFY_PUBLISH_OK (or there was none), 1 when some
-// did not, 2 for a usage error, a bad server entry, or no server reachable within the
-// connect timeout before the stream.
+// did not, 2 for a usage error (a --size no MQTT packet can hold among them), a bad server
+// entry, no server reachable within the connect timeout before the stream, or a first
+// result saying the messages exceed the server's Maximum Packet Size (the run stops there).
 package main
 
 import (
@@ -54,7 +55,7 @@ import (
 const (
 	exitOK    = 0 // every message published
 	exitNotOK = 1 // some message got another outcome
-	exitUsage = 2 // bad flag, bad server entry, no server reachable
+	exitUsage = 2 // bad flag, bad server entry, no server reachable, messages too large for the server
 )
 
 // defaultDuration is the length of the stream when neither --count nor --duration is given.
@@ -220,7 +221,8 @@ Output: progress and the summary go to stdout on a terminal (a bar redrawn in pl
 to stderr (a plain progress line once a second); with --stdin or --json, stdout carries only
 JSON lines. No ANSI codes unless writing to a terminal; no colour with NO_COLOR set.
 
-Exit codes: 0 every message NOTIFY_PUBLISH_OK, 1 some not, 2 usage or connection error.
+Exit codes: 0 every message NOTIFY_PUBLISH_OK, 1 some not, 2 usage or connection error or
+messages larger than the server's Maximum Packet Size (the run stops at the first result).
 `)
 	return b.String()
 }

@@ -590,3 +590,35 @@ func TestServe(t *testing.T) {
 		t.Error("serve printed the allow-token")
 	}
 }
+
+func TestMessagesTooLargeForTheServerStopTheRun(t *testing.T) {
+	srv := broker(t, "tok")
+	sub, err := srv.Subscribe("mdpub/stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	addr := newProxy(t, srv, 1000, nil) // the broker announces a Maximum Packet Size of 1000 bytes
+
+	// Messages that fit go through the proxy.
+	code, _, stderr := mdpub(t, "--servers", addr, "--token", "tok", "--size", "900", "--count", "20", "--quiet")
+	if code != exitOK || !strings.Contains(stderr, row("NOTIFY_PUBLISH_OK", "20", "100.00%")) {
+		t.Fatalf("--size 900: exit %d; stderr:\n%s", code, stderr)
+	}
+
+	// Messages that do not stop the run at the first result, with one line and exit 2.
+	code, stdout, stderr := mdpub(t, "--servers", addr, "--token", "tok", "--size", "2000", "--count", "200000", "--quiet")
+	if code != exitUsage || stdout != "" {
+		t.Fatalf("--size 2000: exit %d, want 2; stdout %q; stderr:\n%s", code, stdout, stderr)
+	}
+	lines := strings.Split(strings.TrimSuffix(stderr, "\n"), "\n")
+	last := lines[len(lines)-1]
+	for _, want := range []string{"mdpub: --size 2000 ", "too large", "server allows 1000"} {
+		if !strings.Contains(last, want) {
+			t.Errorf("last line %q lacks %q", last, want)
+		}
+	}
+	if strings.Contains(stderr, "outcome") {
+		t.Errorf("a summary after the early stop:\n%s", stderr)
+	}
+}

@@ -328,6 +328,7 @@ func publish(ctx context.Context, cfg config, e env) int {
 	var t tally
 	total := -1 // known once the gate is closed
 	stoppedEarly, interrupted := false, false
+	var tooLarge error // the first result's, when it says the messages exceed the server's Maximum Packet Size
 	gateDone, ctxDone := g.done, ctx.Done()
 	for total < 0 || int(t.total) < total {
 		select {
@@ -336,6 +337,12 @@ func publish(ctx context.Context, cfg config, e env) int {
 			latency := time.Duration(-1)
 			if sent := tr.done(r.Closure); sent >= 0 {
 				latency = now - time.Duration(sent)
+			}
+			if t.total == 0 && !cfg.stdin && errors.Is(r.Err, mdclient.ErrMessageTooLarge) {
+				// Every message has --size bytes: none would fit. Stop sending and wait
+				// only for those already sent, which fail as fast.
+				tooLarge = r.Err
+				total, stoppedEarly = g.close(), true
 			}
 			t.add(r, latency)
 			if enc != nil {
@@ -374,6 +381,11 @@ func publish(ctx context.Context, cfg config, e env) int {
 			readErr = prodErr
 		default:
 		}
+	}
+	if tooLarge != nil && !interrupted {
+		rep.clear()
+		fmt.Fprintf(e.stderr, "mdpub: --size %d is too large for the server's Maximum Packet Size: %v\n", cfg.size, tooLarge)
+		return exitUsage
 	}
 	st := c.Stats()
 	_, downs, _ := w.counts()

@@ -281,12 +281,17 @@ func summaryOf(cfg config, servers []string, embedded bool, t *tally, elapsed ti
 	return s
 }
 
-// summary prints s: as JSON on standard output with --json, else as a table.
-func (r *reporter) summary(s summary) {
+// clear erases the progress bar, if one is on the line.
+func (r *reporter) clear() {
 	if r.drawn {
 		fmt.Fprint(r.w, clearLine)
 		r.drawn = false
 	}
+}
+
+// summary prints s: as JSON on standard output with --json, else as a table.
+func (r *reporter) summary(s summary) {
+	r.clear()
 	if r.json != nil {
 		b, _ := json.Marshal(s) // one line: with --stdin it follows the outcomes' JSON lines
 		r.json.Write(append(b, '\n'))
