@@ -28,6 +28,11 @@
 // turns it off). ANSI codes (cursor, colour) are written only to a terminal, and colour
 // not when NO_COLOR is set.
 //
+// On SIGINT or SIGTERM mdpub stops sending and says at once, on standard error, how many
+// results it still waits for and for how long at most: the client's drain timeout, after
+// which the client gives the rest NOTIFY_PUBLISH_FAILED. Then it prints the summary. A
+// second signal ends the process at once.
+//
 // Exit codes: 0 when every message got NOTIFY_PUBLISH_OK (or there was none), 1 when some
 // did not, 2 for a usage error (a --size no MQTT packet can hold among them), a bad server
 // entry, no server reachable within the connect timeout before the stream, or a first
@@ -220,6 +225,10 @@ Flags:
 Output: progress and the summary go to stdout on a terminal (a bar redrawn in place), else
 to stderr (a plain progress line once a second); with --stdin or --json, stdout carries only
 JSON lines. No ANSI codes unless writing to a terminal; no colour with NO_COLOR set.
+
+On SIGINT or SIGTERM: stops sending, says on stderr how many results it still waits for
+and waits for them, at most the client's drain timeout (` + drainTimeout.String() + `); then the summary.
+A second signal quits at once.
 
 Exit codes: 0 every message NOTIFY_PUBLISH_OK, 1 some not, 2 usage or connection error or
 messages larger than the server's Maximum Packet Size (the run stops at the first result).

@@ -47,8 +47,9 @@ func (s *syncBuffer) String() string {
 type invocation struct {
 	stdin   io.Reader
 	environ map[string]string
-	tty     bool // stdout and stderr are terminals
-	stdout  io.Writer
+	tty     bool      // stdout and stderr are terminals
+	stdout  io.Writer // also gets what is written to stdout
+	stderr  io.Writer // also gets what is written to stderr
 }
 
 func (inv invocation) run(t *testing.T, ctx context.Context, args ...string) (code int, stdout, stderr string) {
@@ -67,6 +68,9 @@ func (inv invocation) run(t *testing.T, ctx context.Context, args ...string) (co
 	}
 	if inv.stdout != nil {
 		e.stdout = io.MultiWriter(&out, inv.stdout)
+	}
+	if inv.stderr != nil {
+		e.stderr = io.MultiWriter(&errOut, inv.stderr)
 	}
 	code = run(ctx, args, e)
 	return code, out.String(), errOut.String()

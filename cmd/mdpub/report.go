@@ -30,6 +30,7 @@ const (
 // reporter writes the banner, the progress and the summary.
 type reporter struct {
 	w      io.Writer // progress and the human summary
+	errw   io.Writer // standard error
 	tty    bool      // w is a terminal: the progress bar is redrawn in place
 	colour bool      // colour the outcome counts
 	every  time.Duration
@@ -42,7 +43,7 @@ type reporter struct {
 }
 
 func newReporter(cfg config, e env) *reporter {
-	r := &reporter{cfg: cfg}
+	r := &reporter{cfg: cfg, errw: e.stderr}
 	dataOnStdout := cfg.stdin || cfg.json
 	if e.stdoutTTY && !dataOnStdout {
 		r.w, r.tty = e.stdout, true
@@ -279,6 +280,17 @@ func summaryOf(cfg config, servers []string, embedded bool, t *tally, elapsed ti
 	}
 	s.hist = h
 	return s
+}
+
+// stopping says, on standard error, that the stream stops on a signal and how many
+// results are still awaited, for at most bound.
+func (r *reporter) stopping(waiting int, bound time.Duration) {
+	r.clear()
+	results := "results"
+	if waiting == 1 {
+		results = "result"
+	}
+	fmt.Fprintf(r.errw, "mdpub: interrupted: stopping; waiting up to %v (the drain timeout) for %d %s (interrupt again to quit at once)\n", bound, waiting, results)
 }
 
 // clear erases the progress bar, if one is on the line.
