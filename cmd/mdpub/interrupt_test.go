@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"io"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -106,8 +107,8 @@ func TestInterruptSaysAtOnceHowManyResultsItWaitsFor(t *testing.T) {
 	if at < 0 || table < at || strings.Count(stderr, "stopping") != 1 {
 		t.Fatalf("exit %d; stderr lacks %q before the summary:\n%s", code, want, stderr)
 	}
-	if !strings.Contains(stderr, row("NOTIFY_PUBLISH_OK", "3", "100.00%")) {
-		t.Errorf("summary:\n%s", stderr)
+	if !strings.Contains(stderr, row("NOTIFY_PUBLISH_OK", "3", "100.00%")) || code != exitInterrupted {
+		t.Errorf("exit %d, want 130; summary:\n%s", code, stderr)
 	}
 }
 
@@ -143,12 +144,65 @@ func TestInterruptWaitsNoLongerThanTheDrainTimeout(t *testing.T) {
 		t.Errorf("stderr:\n%s", stderr)
 	}
 	lines, _ := jsonLines(t, stdout)
-	if len(lines) != 2 {
-		t.Fatalf("exit %d, %d outcomes, want 2:\n%s\nstderr:\n%s", code, len(lines), stdout, stderr)
+	if len(lines) != 2 || code != exitInterrupted {
+		t.Fatalf("exit %d (want 130), %d outcomes (want 2):\n%s\nstderr:\n%s", code, len(lines), stdout, stderr)
 	}
 	for _, l := range lines {
 		if l.Status != "NOTIFY_PUBLISH_FAILED" || !strings.Contains(l.Error, "client closed") {
 			t.Errorf("outcome %+v, want NOTIFY_PUBLISH_FAILED (client closed)", l)
 		}
+	}
+}
+
+func TestInterruptExits130WhateverTheOutcomes(t *testing.T) {
+	if !strings.Contains(usage(), "\n  130  interrupted by SIGINT or SIGTERM, whatever the outcomes") {
+		t.Errorf("--help does not document exit code 130:\n%s", usage())
+	}
+	srv := broker(t, "tok")
+	for _, tc := range []struct {
+		name   string
+		args   []string
+		status string
+	}{
+		{"ok", nil, "NOTIFY_PUBLISH_OK"}, // the embedded broker, with its subscriber
+		{"no subscriber", []string{"--servers", srv.TCPAddr(), "--token", "tok"}, "NOTIFY_PUBLISH_NO_SUBSCRIBER"},
+		{"denied", []string{"--servers", srv.TCPAddr(), "--token", "wrong"}, "NOTIFY_PUBLISH_DENIED"},
+	} {
+		pr, pw := io.Pipe()
+		ctx, cancel := context.WithCancel(t.Context())
+		sw := &signalWriter{first: make(chan struct{})}
+		fed := make(chan struct{})
+		go func() {
+			defer close(fed)
+			defer cancel()
+			pw.Write([]byte("first\n"))
+			<-sw.first // the first outcome is out: interrupt, as SIGINT would
+		}()
+		inv := invocation{stdin: pr, stdout: sw}
+		code, stdout, stderr := inv.run(t, ctx, append([]string{"--stdin", "--json"}, tc.args...)...)
+		pw.Close()
+		<-fed
+		lines, sum := jsonLines(t, stdout)
+		if len(lines) != 1 || lines[0].Status != tc.status || sum["interrupted"] != true {
+			t.Errorf("%s: stdout:\n%s", tc.name, stdout)
+		}
+		if code != exitInterrupted {
+			t.Errorf("%s: exit %d, want 130; stderr:\n%s", tc.name, code, stderr)
+		}
+	}
+}
+
+func TestInterruptBeforeAServerIsReachedExits130(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // nothing listens there now
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel() // SIGINT came before any server answered
+	code, stdout, stderr := invocation{}.run(t, ctx, "--servers", "tcp://"+addr, "--connect-timeout", "1h")
+	if code != exitInterrupted || stdout != "" || strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, "interrupted before a server was reached") {
+		t.Errorf("exit %d, want 130; stdout %q; stderr %q", code, stdout, stderr)
 	}
 }

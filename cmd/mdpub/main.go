@@ -36,7 +36,10 @@
 // Exit codes: 0 when every message got NOTIFY_PUBLISH_OK (or there was none), 1 when some
 // did not, 2 for a usage error (a --size no MQTT packet can hold among them), a bad server
 // entry, no server reachable within the connect timeout before the stream, or a first
-// result saying the messages exceed the server's Maximum Packet Size (the run stops there).
+// result saying the messages exceed the server's Maximum Packet Size (the run stops there),
+// and 130 (128 + SIGINT) when SIGINT or SIGTERM interrupted the run, whatever the outcomes
+// and even before a server was reached. mdpub serve exits 0 when a signal stops it, its
+// only way to stop.
 package main
 
 import (
@@ -58,9 +61,10 @@ import (
 
 // Exit codes.
 const (
-	exitOK    = 0 // every message published
-	exitNotOK = 1 // some message got another outcome
-	exitUsage = 2 // bad flag, bad server entry, no server reachable, messages too large for the server
+	exitOK          = 0   // every message published
+	exitNotOK       = 1   // some message got another outcome
+	exitUsage       = 2   // bad flag, bad server entry, no server reachable, messages too large for the server
+	exitInterrupted = 130 // SIGINT or SIGTERM (128 + SIGINT), whatever the outcomes
 )
 
 // defaultDuration is the length of the stream when neither --count nor --duration is given.
@@ -103,7 +107,8 @@ func isTerminal(f *os.File) bool {
 }
 
 // run is the whole command: it returns the exit code. ctx ending (SIGINT, SIGTERM) stops
-// the stream early; the summary still covers every message sent.
+// the stream early and makes the exit code exitInterrupted; the summary still covers
+// every message sent.
 func run(ctx context.Context, args []string, e env) int {
 	if len(args) > 0 && args[0] == "serve" {
 		return serve(ctx, args[1:], e)
@@ -230,8 +235,12 @@ On SIGINT or SIGTERM: stops sending, says on stderr how many results it still wa
 and waits for them, at most the client's drain timeout (` + drainTimeout.String() + `); then the summary.
 A second signal quits at once.
 
-Exit codes: 0 every message NOTIFY_PUBLISH_OK, 1 some not, 2 usage or connection error or
-messages larger than the server's Maximum Packet Size (the run stops at the first result).
+Exit codes:
+  0    every message got NOTIFY_PUBLISH_OK
+  1    some message did not
+  2    usage error, bad server entry, no server reachable, or messages larger than the
+       server's Maximum Packet Size (the run stops at the first result)
+  130  interrupted by SIGINT or SIGTERM, whatever the outcomes (mdpub serve: 0)
 `)
 	return b.String()
 }

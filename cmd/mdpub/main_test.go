@@ -528,8 +528,8 @@ func TestInterruptWaitsForEveryResultSent(t *testing.T) {
 	inv := invocation{stdin: pr, stdout: sw}
 	code, stdout, stderr := inv.run(t, ctx, "--stdin", "--json")
 	pw.Close() // lets the reader, still waiting for a line, finish
-	if code != exitOK {
-		t.Fatalf("exit %d; stderr:\n%s", code, stderr)
+	if code != exitInterrupted {
+		t.Fatalf("exit %d, want 130; stderr:\n%s", code, stderr)
 	}
 	lines, sum := jsonLines(t, stdout)
 	if len(lines) != 1 || lines[0].Closure != "line-1" || sum["interrupted"] != true || sum["messages"] != 1.0 {

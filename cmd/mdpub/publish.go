@@ -292,7 +292,7 @@ func publish(ctx context.Context, cfg config, e env) int {
 		return exitUsage
 	case <-ctx.Done():
 		fmt.Fprintln(e.stderr, "mdpub: interrupted before a server was reached")
-		return exitUsage
+		return exitInterrupted
 	}
 	rep.begin(servers, embedded)
 
@@ -422,6 +422,9 @@ func publish(ctx context.Context, cfg config, e env) int {
 		code = max(code, exitNotOK)
 	}
 	rep.summary(summaryOf(cfg, servers, embedded != "", &t, elapsed, st, downs, interrupted))
+	if interrupted {
+		return exitInterrupted
+	}
 	return code
 }
 

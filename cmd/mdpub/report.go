@@ -286,6 +286,10 @@ func summaryOf(cfg config, servers []string, embedded bool, t *tally, elapsed ti
 // results are still awaited, for at most bound.
 func (r *reporter) stopping(waiting int, bound time.Duration) {
 	r.clear()
+	if waiting == 0 {
+		fmt.Fprintln(r.errw, "mdpub: interrupted: stopping; no result to wait for")
+		return
+	}
 	results := "results"
 	if waiting == 1 {
 		results = "result"
