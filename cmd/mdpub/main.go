@@ -28,9 +28,18 @@
 // turns it off). ANSI codes (cursor, colour) are written only to a terminal, and colour
 // not when NO_COLOR is set.
 //
+// On SIGINT or SIGTERM mdpub stops sending and says at once, on standard error, how many
+// results it still waits for and for how long at most: the client's drain timeout, after
+// which the client gives the rest NOTIFY_PUBLISH_FAILED. Then it prints the summary. A
+// second signal ends the process at once.
+//
 // Exit codes: 0 when every message got NOTIFY_PUBLISH_OK (or there was none), 1 when some
-// did not, 2 for a usage error, a bad server entry, or no server reachable within the
-// connect timeout before the stream.
+// did not, 2 for a usage error (a --size no MQTT packet can hold among them), a bad server
+// entry, no server reachable within the connect timeout before the stream, or a first
+// result saying the messages exceed the server's Maximum Packet Size (the run stops there),
+// and 130 (128 + SIGINT) when SIGINT or SIGTERM interrupted the run, whatever the outcomes
+// and even before a server was reached. mdpub serve exits 0 when a signal stops it, its
+// only way to stop.
 package main
 
 import (
@@ -47,13 +56,15 @@ import (
 	"unicode/utf8"
 
 	"github.com/mdclient/mdclient"
+	"github.com/mdclient/mdclient/codec"
 )
 
 // Exit codes.
 const (
-	exitOK    = 0 // every message published
-	exitNotOK = 1 // some message got another outcome
-	exitUsage = 2 // bad flag, bad server entry, no server reachable
+	exitOK          = 0   // every message published
+	exitNotOK       = 1   // some message got another outcome
+	exitUsage       = 2   // bad flag, bad server entry, no server reachable, messages too large for the server
+	exitInterrupted = 130 // SIGINT or SIGTERM (128 + SIGINT), whatever the outcomes
 )
 
 // defaultDuration is the length of the stream when neither --count nor --duration is given.
@@ -96,7 +107,8 @@ func isTerminal(f *os.File) bool {
 }
 
 // run is the whole command: it returns the exit code. ctx ending (SIGINT, SIGTERM) stops
-// the stream early; the summary still covers every message sent.
+// the stream early and makes the exit code exitInterrupted; the summary still covers
+// every message sent.
 func run(ctx context.Context, args []string, e env) int {
 	if len(args) > 0 && args[0] == "serve" {
 		return serve(ctx, args[1:], e)
@@ -156,8 +168,14 @@ type config struct {
 	getenv         func(string) string
 }
 
-// maxSize bounds --size: MQTT's largest packet.
-const maxSize = 256 << 20
+// maxSize bounds --size: the most content a PUBLISH of subject can carry in MQTT's largest
+// packet (codec.MaxPacketSize). The client sends every message at QoS 1, with a packet
+// identifier, and at best without properties (no topic alias), so the remaining length is
+// the topic (a 2-byte length and its bytes), the packet identifier (2), the property
+// length (1 byte for 0) and the content; it must not exceed codec.MaxRemainingLength.
+func maxSize(subject string) int {
+	return codec.MaxRemainingLength - (2 + len(subject) + 2 + 1)
+}
 
 // defaultWindow is --window's default: enough to keep a Receive Maximum of 1024 (mochi's,
 // EMQX's default is 32, Mosquitto's 20) full while the next acknowledgements travel, and
@@ -213,7 +231,16 @@ Output: progress and the summary go to stdout on a terminal (a bar redrawn in pl
 to stderr (a plain progress line once a second); with --stdin or --json, stdout carries only
 JSON lines. No ANSI codes unless writing to a terminal; no colour with NO_COLOR set.
 
-Exit codes: 0 every message NOTIFY_PUBLISH_OK, 1 some not, 2 usage or connection error.
+On SIGINT or SIGTERM: stops sending, says on stderr how many results it still waits for
+and waits for them, at most the client's drain timeout (` + drainTimeout.String() + `); then the summary.
+A second signal quits at once.
+
+Exit codes:
+  0    every message got NOTIFY_PUBLISH_OK
+  1    some message did not
+  2    usage error, bad server entry, no server reachable, or messages larger than the
+       server's Maximum Packet Size (the run stops at the first result)
+  130  interrupted by SIGINT or SIGTERM, whatever the outcomes (mdpub serve: 0)
 `)
 	return b.String()
 }
@@ -245,8 +272,8 @@ func parseFlags(args []string, getenv func(string) string) (config, error) {
 		return cfg, errors.New("--count must be at least 1")
 	case set["duration"] && cfg.duration <= 0:
 		return cfg, errors.New("--duration must be positive")
-	case cfg.size < 0 || cfg.size > maxSize:
-		return cfg, fmt.Errorf("--size must be from 0 to %d", maxSize)
+	case cfg.size < 0 || cfg.size > maxSize(cfg.subject):
+		return cfg, fmt.Errorf("--size must be from 0 to %d: MQTT's largest packet, %d bytes, holds no more content on subject %q", maxSize(cfg.subject), codec.MaxPacketSize, cfg.subject)
 	case cfg.stdin && set["size"]:
 		return cfg, errors.New("--size does not go with --stdin: each line is a message")
 	case cfg.rate < 0:

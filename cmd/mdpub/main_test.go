@@ -10,6 +10,7 @@ import (
 	"net"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +19,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/mdclient/mdclient"
+	"github.com/mdclient/mdclient/codec"
 	"github.com/mdclient/mdclient/mdtest"
 )
 
@@ -45,8 +47,9 @@ func (s *syncBuffer) String() string {
 type invocation struct {
 	stdin   io.Reader
 	environ map[string]string
-	tty     bool // stdout and stderr are terminals
-	stdout  io.Writer
+	tty     bool      // stdout and stderr are terminals
+	stdout  io.Writer // also gets what is written to stdout
+	stderr  io.Writer // also gets what is written to stderr
 }
 
 func (inv invocation) run(t *testing.T, ctx context.Context, args ...string) (code int, stdout, stderr string) {
@@ -65,6 +68,9 @@ func (inv invocation) run(t *testing.T, ctx context.Context, args ...string) (co
 	}
 	if inv.stdout != nil {
 		e.stdout = io.MultiWriter(&out, inv.stdout)
+	}
+	if inv.stderr != nil {
+		e.stderr = io.MultiWriter(&errOut, inv.stderr)
 	}
 	code = run(ctx, args, e)
 	return code, out.String(), errOut.String()
@@ -105,6 +111,11 @@ func TestUsageErrorsExit2WithOneLine(t *testing.T) {
 		{[]string{"--duration", "ten"}, `invalid value "ten" for flag -duration`},
 		{[]string{"--size", "-1"}, "--size must be from 0"},
 		{[]string{"--size", "300000000"}, "--size must be from 0"},
+		// MQTT's largest packet is 268,435,460 bytes; with the default subject it holds
+		// 268,435,438 bytes of content, with a longer subject less.
+		{[]string{"--size", "268435439", "--count", "1"}, "--size must be from 0 to 268435438"},
+		{[]string{"--size", "268435456", "--count", "1"}, "--size must be from 0 to 268435438"},
+		{[]string{"--subject", strings.Repeat("s", 1000), "--size", "268434451", "--count", "1"}, "--size must be from 0 to 268434450"},
 		{[]string{"--stdin", "--size", "10"}, "--size does not go with --stdin"},
 		{[]string{"--rate", "-1"}, "--rate must not be negative"},
 		{[]string{"--inflight", "-1"}, "--inflight must not be negative"},
@@ -136,6 +147,27 @@ func TestUsageErrorsExit2WithOneLine(t *testing.T) {
 		}
 		if !strings.Contains(stderr, tc.want) {
 			t.Errorf("%q: stderr %q does not say %q", tc.args, stderr, tc.want)
+		}
+	}
+}
+
+// TestLargestSizeFillsMQTTsLargestPacket checks the bound of --size against the codec: the
+// largest size accepted makes a PUBLISH (QoS 1, as the client sends it, no properties) of
+// exactly codec.MaxPacketSize bytes.
+func TestLargestSizeFillsMQTTsLargestPacket(t *testing.T) {
+	content := make([]byte, 268435438) // untouched: the pages are never written
+	for _, subject := range []string{"mdpub/stream", strings.Repeat("s", 1000)} {
+		largest := len(content) - (len(subject) - len("mdpub/stream"))
+		cfg, err := parseFlags([]string{"--subject", subject, "--size", strconv.Itoa(largest)}, nil)
+		if err != nil || cfg.size != largest {
+			t.Errorf("subject of %d bytes: --size %d: %v", len(subject), largest, err)
+		}
+		if _, err := parseFlags([]string{"--subject", subject, "--size", strconv.Itoa(largest + 1)}, nil); err == nil {
+			t.Errorf("subject of %d bytes: --size %d accepted", len(subject), largest+1)
+		}
+		p := codec.Publish{Topic: subject, QoS: 1, PacketID: 1, Payload: content[:largest]}
+		if n := codec.PublishLen(&p); n != codec.MaxPacketSize {
+			t.Errorf("subject of %d bytes: --size %d makes a %d-byte packet, want %d", len(subject), largest, n, codec.MaxPacketSize)
 		}
 	}
 }
@@ -496,8 +528,8 @@ func TestInterruptWaitsForEveryResultSent(t *testing.T) {
 	inv := invocation{stdin: pr, stdout: sw}
 	code, stdout, stderr := inv.run(t, ctx, "--stdin", "--json")
 	pw.Close() // lets the reader, still waiting for a line, finish
-	if code != exitOK {
-		t.Fatalf("exit %d; stderr:\n%s", code, stderr)
+	if code != exitInterrupted {
+		t.Fatalf("exit %d, want 130; stderr:\n%s", code, stderr)
 	}
 	lines, sum := jsonLines(t, stdout)
 	if len(lines) != 1 || lines[0].Closure != "line-1" || sum["interrupted"] != true || sum["messages"] != 1.0 {
@@ -560,5 +592,37 @@ func TestServe(t *testing.T) {
 	}
 	if strings.Contains(head.String()+string(rest), "serve-secret") {
 		t.Error("serve printed the allow-token")
+	}
+}
+
+func TestMessagesTooLargeForTheServerStopTheRun(t *testing.T) {
+	srv := broker(t, "tok")
+	sub, err := srv.Subscribe("mdpub/stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	addr := newProxy(t, srv, 1000, nil) // the broker announces a Maximum Packet Size of 1000 bytes
+
+	// Messages that fit go through the proxy.
+	code, _, stderr := mdpub(t, "--servers", addr, "--token", "tok", "--size", "900", "--count", "20", "--quiet")
+	if code != exitOK || !strings.Contains(stderr, row("NOTIFY_PUBLISH_OK", "20", "100.00%")) {
+		t.Fatalf("--size 900: exit %d; stderr:\n%s", code, stderr)
+	}
+
+	// Messages that do not stop the run at the first result, with one line and exit 2.
+	code, stdout, stderr := mdpub(t, "--servers", addr, "--token", "tok", "--size", "2000", "--count", "200000", "--quiet")
+	if code != exitUsage || stdout != "" {
+		t.Fatalf("--size 2000: exit %d, want 2; stdout %q; stderr:\n%s", code, stdout, stderr)
+	}
+	lines := strings.Split(strings.TrimSuffix(stderr, "\n"), "\n")
+	last := lines[len(lines)-1]
+	for _, want := range []string{"mdpub: --size 2000 ", "too large", "server allows 1000"} {
+		if !strings.Contains(last, want) {
+			t.Errorf("last line %q lacks %q", last, want)
+		}
+	}
+	if strings.Contains(stderr, "outcome") {
+		t.Errorf("a summary after the early stop:\n%s", stderr)
 	}
 }

@@ -20,6 +20,11 @@ import (
 // embeddedToken is the allow-token of the embedded broker when --token is not given.
 const embeddedToken = "mdpub-allow"
 
+// drainTimeout is the client's drain timeout: after SIGINT or SIGTERM, the longest mdpub
+// waits for the results of the messages sent before the client gives them
+// NOTIFY_PUBLISH_FAILED (ErrClosed). A variable only so that tests can shorten it.
+var drainTimeout = mdclient.DefaultDrainTimeout
+
 // statuses are the five outcomes in the order reports show them.
 var statuses = [...]mdclient.Status{
 	mdclient.NotifyPublishOK,
@@ -252,6 +257,7 @@ func publish(ctx context.Context, cfg config, e env) int {
 	opts := []mdclient.Option{
 		mdclient.WithPublishTimeout(cfg.timeout),
 		mdclient.WithConnectTimeout(cfg.connectTimeout),
+		mdclient.WithDrainTimeout(drainTimeout),
 	}
 	if cfg.inflight > 0 {
 		opts = append(opts, mdclient.WithMaxInflight(cfg.inflight))
@@ -259,7 +265,14 @@ func publish(ctx context.Context, cfg config, e env) int {
 	c := mdclient.NewClient(opts...)
 	c.SetEntitlementToken(cfg.token)
 	w := watch(c)
-	defer func() { c.Close(); <-w.exit }()
+	var closed chan struct{} // closed when the Close begun on an interrupt returns
+	defer func() {
+		c.Close()
+		if closed != nil {
+			<-closed
+		}
+		<-w.exit
+	}()
 	if err := c.SetServers(servers); err != nil {
 		fmt.Fprintf(e.stderr, "mdpub: %v\n", err)
 		return exitUsage
@@ -279,11 +292,14 @@ func publish(ctx context.Context, cfg config, e env) int {
 		return exitUsage
 	case <-ctx.Done():
 		fmt.Fprintln(e.stderr, "mdpub: interrupted before a server was reached")
-		return exitUsage
+		return exitInterrupted
 	}
 	rep.begin(servers, embedded)
 
-	results := make(chan mdclient.PublishResult, 4096)
+	// At most cfg.window results are outstanding (a message takes a slot or token that only
+	// its result gives back), so with room for as many the client never has to hold one
+	// back: when Close ends the drain on an interrupt, every result is in the channel.
+	results := make(chan mdclient.PublishResult, max(4096, cfg.window))
 	g := newGate(cfg.count)
 	start := time.Now()
 	var tr tracker
@@ -328,6 +344,7 @@ func publish(ctx context.Context, cfg config, e env) int {
 	var t tally
 	total := -1 // known once the gate is closed
 	stoppedEarly, interrupted := false, false
+	var tooLarge error // the first result's, when it says the messages exceed the server's Maximum Packet Size
 	gateDone, ctxDone := g.done, ctx.Done()
 	for total < 0 || int(t.total) < total {
 		select {
@@ -336,6 +353,12 @@ func publish(ctx context.Context, cfg config, e env) int {
 			latency := time.Duration(-1)
 			if sent := tr.done(r.Closure); sent >= 0 {
 				latency = now - time.Duration(sent)
+			}
+			if t.total == 0 && !cfg.stdin && errors.Is(r.Err, mdclient.ErrMessageTooLarge) {
+				// Every message has --size bytes: none would fit. Stop sending and wait
+				// only for those already sent, which fail as fast.
+				tooLarge = r.Err
+				total, stoppedEarly = g.close(), true
 			}
 			t.add(r, latency)
 			if enc != nil {
@@ -354,6 +377,14 @@ func publish(ctx context.Context, cfg config, e env) int {
 			total, stopAt, stoppedEarly = g.close(), nil, true
 		case <-ctxDone:
 			total, ctxDone, stoppedEarly, interrupted = g.close(), nil, true, true
+			rep.stopping(total-int(t.total), drainTimeout)
+			// Close waits up to the drain timeout for the results of the messages sent
+			// and gives the others NOTIFY_PUBLISH_FAILED, so the wait is bounded.
+			closed = make(chan struct{})
+			go func() {
+				defer close(closed)
+				c.Close()
+			}()
 		case <-tick:
 			rep.progress(time.Since(start), c.Stats())
 		}
@@ -375,6 +406,11 @@ func publish(ctx context.Context, cfg config, e env) int {
 		default:
 		}
 	}
+	if tooLarge != nil && !interrupted {
+		rep.clear()
+		fmt.Fprintf(e.stderr, "mdpub: --size %d is too large for the server's Maximum Packet Size: %v\n", cfg.size, tooLarge)
+		return exitUsage
+	}
 	st := c.Stats()
 	_, downs, _ := w.counts()
 	code := exitOK
@@ -386,6 +422,9 @@ func publish(ctx context.Context, cfg config, e env) int {
 		code = max(code, exitNotOK)
 	}
 	rep.summary(summaryOf(cfg, servers, embedded != "", &t, elapsed, st, downs, interrupted))
+	if interrupted {
+		return exitInterrupted
+	}
 	return code
 }
 

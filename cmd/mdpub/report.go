@@ -30,6 +30,7 @@ const (
 // reporter writes the banner, the progress and the summary.
 type reporter struct {
 	w      io.Writer // progress and the human summary
+	errw   io.Writer // standard error
 	tty    bool      // w is a terminal: the progress bar is redrawn in place
 	colour bool      // colour the outcome counts
 	every  time.Duration
@@ -42,7 +43,7 @@ type reporter struct {
 }
 
 func newReporter(cfg config, e env) *reporter {
-	r := &reporter{cfg: cfg}
+	r := &reporter{cfg: cfg, errw: e.stderr}
 	dataOnStdout := cfg.stdin || cfg.json
 	if e.stdoutTTY && !dataOnStdout {
 		r.w, r.tty = e.stdout, true
@@ -281,12 +282,32 @@ func summaryOf(cfg config, servers []string, embedded bool, t *tally, elapsed ti
 	return s
 }
 
-// summary prints s: as JSON on standard output with --json, else as a table.
-func (r *reporter) summary(s summary) {
+// stopping says, on standard error, that the stream stops on a signal and how many
+// results are still awaited, for at most bound.
+func (r *reporter) stopping(waiting int, bound time.Duration) {
+	r.clear()
+	if waiting == 0 {
+		fmt.Fprintln(r.errw, "mdpub: interrupted: stopping; no result to wait for")
+		return
+	}
+	results := "results"
+	if waiting == 1 {
+		results = "result"
+	}
+	fmt.Fprintf(r.errw, "mdpub: interrupted: stopping; waiting up to %v (the drain timeout) for %d %s (interrupt again to quit at once)\n", bound, waiting, results)
+}
+
+// clear erases the progress bar, if one is on the line.
+func (r *reporter) clear() {
 	if r.drawn {
 		fmt.Fprint(r.w, clearLine)
 		r.drawn = false
 	}
+}
+
+// summary prints s: as JSON on standard output with --json, else as a table.
+func (r *reporter) summary(s summary) {
+	r.clear()
 	if r.json != nil {
 		b, _ := json.Marshal(s) // one line: with --stdin it follows the outcomes' JSON lines
 		r.json.Write(append(b, '\n'))
