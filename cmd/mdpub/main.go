@@ -30,7 +30,7 @@
 //
 // On SIGINT or SIGTERM mdpub stops sending and says at once, on standard error, how many
 // results it still waits for and for how long at most: the client's drain timeout, after
-// which the client gives the rest NOTIFY_PUBLISH_FAILED. Then it prints the summary. A
+// which the client ends the rest wrapping ErrClosed (TIMEOUT if written, else FAILED). Then it prints the summary. A
 // second signal ends the process at once.
 //
 // Exit codes: 0 when every message got NOTIFY_PUBLISH_OK (or there was none), 1 when some

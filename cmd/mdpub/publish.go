@@ -21,8 +21,8 @@ import (
 const embeddedToken = "mdpub-allow"
 
 // drainTimeout is the client's drain timeout: after SIGINT or SIGTERM, the longest mdpub
-// waits for the results of the messages sent before the client gives them
-// NOTIFY_PUBLISH_FAILED (ErrClosed). A variable only so that tests can shorten it.
+// waits for the results of the messages sent before the client ends them wrapping
+// ErrClosed (NOTIFY_PUBLISH_TIMEOUT if written, else NOTIFY_PUBLISH_FAILED). A variable only so that tests can shorten it.
 var drainTimeout = mdclient.DefaultDrainTimeout
 
 // statuses are the five outcomes in the order reports show them.
@@ -379,7 +379,7 @@ func publish(ctx context.Context, cfg config, e env) int {
 			total, ctxDone, stoppedEarly, interrupted = g.close(), nil, true, true
 			rep.stopping(total-int(t.total), drainTimeout)
 			// Close waits up to the drain timeout for the results of the messages sent
-			// and gives the others NOTIFY_PUBLISH_FAILED, so the wait is bounded.
+			// and ends the others wrapping ErrClosed, so the wait is bounded.
 			closed = make(chan struct{})
 			go func() {
 				defer close(closed)
