@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/mdclient/mdclient"
-	"github.com/mdclient/mdclient/internal/benchsink"
+	"github.com/mdclient/mdclient/mdtest"
 )
 
 // TestAllocationBudget: at steady state, with results going to a shared channel, the whole
@@ -16,12 +16,12 @@ func TestAllocationBudget(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector allocates; run without -race (as .ci/run does)")
 	}
-	sink, err := benchsink.Start()
+	sink, err := mdtest.NewSink()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer sink.Close()
-	c := newClient(t, "", []string{sink.Addr()})
+	c := newClient(t, "", []string{sink.TCPAddr()})
 	ctx := context.Background()
 	const batch = 1000
 	results := make(chan mdclient.PublishResult, batch) // room for a whole batch: no backlog

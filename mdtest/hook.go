@@ -75,6 +75,13 @@ func (h *basicHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packe
 	if !ok {
 		return pk, nil
 	}
+	if f, ok := h.srv.faults.match(pk.TopicName); ok {
+		// Neither routed nor retained: what a server that refuses or loses a publish does.
+		if f.drop || pk.FixedHeader.Qos == 0 || cl.Properties.ProtocolVersion != 5 {
+			return pk, packets.ErrRejectPacket // no PUBACK
+		}
+		return pk, packets.Code{Code: f.code, Reason: reasonSetByTest}
+	}
 	r := h.srv.route(pk.TopicName)
 	c.routeGen.Store(r.gen + 1)
 	if pk.FixedHeader.Qos == 1 && cl.Properties.ProtocolVersion == 5 && !r.hasSubscr {

@@ -38,9 +38,12 @@ const loopback = "127.0.0.1:0"
 type serverConn struct {
 	net.Conn
 
+	raw       net.Conn     // the TCP connection under a WebSocket one; nil for TCP
+	faults    *faults      // the server's test kit: Read waits while it is paused
 	closeFn   func() error // replaces Conn.Close when non-nil
 	closeOnce sync.Once
 	closeErr  error
+	done      chan struct{} // closed by Close
 
 	// mayPublish is decided once, at CONNECT.
 	mayPublish atomic.Bool
@@ -55,9 +58,30 @@ type serverConn struct {
 	routeGen atomic.Uint64
 }
 
+func newServerConn(nc, raw net.Conn, f *faults, closeFn func() error) *serverConn {
+	return &serverConn{Conn: nc, raw: raw, faults: f, closeFn: closeFn, done: make(chan struct{})}
+}
+
+// Read reads from the client, except while the server is paused: then it waits, and
+// what a read already under way brings waits too, so that nothing is processed until
+// Resume.
+func (c *serverConn) Read(p []byte) (int, error) {
+	if err := c.faults.wait(c.done); err != nil {
+		return 0, err
+	}
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		if werr := c.faults.wait(c.done); werr != nil {
+			return 0, werr
+		}
+	}
+	return n, err
+}
+
 // Close closes the connection once; later calls return the first result.
 func (c *serverConn) Close() error {
 	c.closeOnce.Do(func() {
+		close(c.done)
 		if c.closeFn != nil {
 			c.closeErr = c.closeFn()
 		} else {
@@ -65,6 +89,14 @@ func (c *serverConn) Close() error {
 		}
 	})
 	return c.closeErr
+}
+
+// cut ends the connection at once: no DISCONNECT, no WebSocket close frame.
+func (c *serverConn) cut() {
+	if c.raw != nil {
+		_ = c.raw.Close()
+	}
+	_ = c.Close()
 }
 
 // connSet tracks the connections and connection goroutines of one listener
@@ -86,13 +118,28 @@ type connSet struct {
 	// deadlocks (mochi v2.7.9) when a client connects or disconnects at the
 	// same moment.
 	disconnectClients func(listenerID string)
+	faults            *faults // handed to every connection
 }
 
-func newConnSet(disconnectClients func(listenerID string)) connSet {
+func newConnSet(disconnectClients func(listenerID string), f *faults) connSet {
 	return connSet{
 		conns:             make(map[*serverConn]struct{}),
 		serveDone:         make(chan struct{}),
 		disconnectClients: disconnectClients,
+		faults:            f,
+	}
+}
+
+// cutAll cuts every connection of the set.
+func (s *connSet) cutAll() {
+	s.mu.Lock()
+	conns := make([]*serverConn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.cut()
 	}
 }
 
@@ -195,8 +242,8 @@ type tcpListener struct {
 
 var _ listeners.Listener = (*tcpListener)(nil)
 
-func newTCPListener(id string, disconnectClients func(listenerID string)) *tcpListener {
-	return &tcpListener{id: id, connSet: newConnSet(disconnectClients)}
+func newTCPListener(id string, disconnectClients func(listenerID string), f *faults) *tcpListener {
+	return &tcpListener{id: id, connSet: newConnSet(disconnectClients, f)}
 }
 
 // Init binds the socket.
@@ -231,7 +278,7 @@ func (l *tcpListener) Serve(establish listeners.EstablishFn) {
 			}
 			return
 		}
-		sc := &serverConn{Conn: c}
+		sc := newServerConn(c, nil, l.faults, nil)
 		if !l.begin(sc) {
 			_ = c.Close()
 			return
@@ -273,8 +320,8 @@ type wsListener struct {
 
 var _ listeners.Listener = (*wsListener)(nil)
 
-func newWSListener(id string, disconnectClients func(listenerID string)) *wsListener {
-	return &wsListener{id: id, connSet: newConnSet(disconnectClients)}
+func newWSListener(id string, disconnectClients func(listenerID string), f *faults) *wsListener {
+	return &wsListener{id: id, connSet: newConnSet(disconnectClients, f)}
 }
 
 // Init binds the socket.
@@ -363,7 +410,7 @@ func (l *wsListener) handle(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	nc := websocket.NetConn(context.Background(), ws, websocket.MessageBinary)
-	c := &serverConn{Conn: nc, closeFn: func() error { return closeWS(ws, nc, raw) }}
+	c := newServerConn(nc, raw, l.faults, func() error { return closeWS(ws, nc, raw) })
 	if !l.add(c) {
 		_ = c.Close()
 		return

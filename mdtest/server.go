@@ -91,6 +91,7 @@ type Server struct {
 	broker *mqtt.Server
 	tcp    *tcpListener
 	ws     *wsListener
+	faults faults // the test kit's settings (faults.go)
 
 	mu     sync.RWMutex // guards subs, subSeq and closed
 	subs   map[*Subscription]struct{}
@@ -135,8 +136,8 @@ func NewServer(opts ...Option) (*Server, error) {
 		return nil, fmt.Errorf("mdtest: add hook: %w", err)
 	}
 
-	s.tcp = newTCPListener("mdtest-tcp", s.disconnectClients)
-	s.ws = newWSListener("mdtest-ws", s.disconnectClients)
+	s.tcp = newTCPListener("mdtest-tcp", s.disconnectClients, &s.faults)
+	s.ws = newWSListener("mdtest-ws", s.disconnectClients, &s.faults)
 	for _, l := range []listeners.Listener{s.tcp, s.ws} {
 		// AddListener binds the socket (Init), so the address is known and
 		// connections queue from here on.
@@ -191,6 +192,7 @@ func (s *Server) Close() error {
 		s.mu.Lock()
 		s.closed = true
 		s.mu.Unlock()
+		s.faults.resume() // a paused connection would hold mochi's shutdown up
 
 		// mochi closes every listener (ours wait for their accept loops and
 		// connection goroutines) and then waits for all clients to detach.

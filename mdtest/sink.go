@@ -1,9 +1,4 @@
-// Package benchsink is a FAKE MQTT 5 server for benchmarks and allocation tests only: it
-// answers CONNECT with CONNACK and every QoS 1 PUBLISH with PUBACK 0x00, and does nothing
-// else — no routing, no subscribers, no checks beyond framing. It allocates nothing per
-// message, so that what a test measures is the client alone. Real-broker behaviour is
-// tested against mosquitto and the embedded broker, never against this.
-package benchsink
+package mdtest
 
 import (
 	"errors"
@@ -13,7 +8,11 @@ import (
 	"github.com/mdclient/mdclient/codec"
 )
 
-// Sink is a running fake server on a loopback TCP port.
+// Sink is a FAKE MQTT 5 server, for benchmarks: it answers CONNECT with CONNACK (Receive
+// Maximum 65535) and every QoS 1 PUBLISH with PUBACK 0x00 at once, and does nothing else —
+// no routing, no subscribers, no credentials, no checks beyond framing. It allocates
+// nothing per message, so that a benchmark of a publishing pipeline measures the pipeline,
+// not a broker. It is not a broker: test behaviour against a [Server] or a real one.
 type Sink struct {
 	ln    net.Listener
 	wg    sync.WaitGroup
@@ -21,8 +20,8 @@ type Sink struct {
 	conns map[net.Conn]struct{}
 }
 
-// Start listens on 127.0.0.1 at a free port.
-func Start() (*Sink, error) {
+// NewSink starts a Sink on 127.0.0.1 at a free port. The caller must call Close.
+func NewSink() (*Sink, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
@@ -33,10 +32,11 @@ func Start() (*Sink, error) {
 	return s, nil
 }
 
-// Addr is the server entry for SetServers: tcp://127.0.0.1:PORT.
-func (s *Sink) Addr() string { return "tcp://" + s.ln.Addr().String() }
+// TCPAddr is the server entry for SetServers: tcp://127.0.0.1:PORT.
+func (s *Sink) TCPAddr() string { return "tcp://" + s.ln.Addr().String() }
 
 // Close stops the listener and every connection, and waits for their goroutines.
+// Calling it again returns an error and does nothing.
 func (s *Sink) Close() error {
 	err := s.ln.Close()
 	s.mu.Lock()
@@ -70,7 +70,7 @@ func (s *Sink) accept() {
 	}
 }
 
-var errProtocol = errors.New("benchsink: unexpected packet")
+var errProtocol = errors.New("mdtest: sink: unexpected packet")
 
 // serve reads what arrived, answers all of it in one write, and repeats.
 func serve(c net.Conn) error {
