@@ -1055,3 +1055,131 @@ func TestTokenRefused(t *testing.T) {
 		}
 	})
 }
+
+// TestKillsInARow: publishing resumes within a second after every kill of the node in
+// use, whatever failed before — a second node killed right after the first one took over
+// (while the first is still dead), then kills with the dead nodes restarted in between —
+// and every request still gets exactly one result, acknowledged.
+func TestKillsInARow(t *testing.T) {
+	const (
+		rate  = 2000
+		n     = 200000 // more than the test needs: it stops the stream
+		topic = "kills/stream"
+	)
+	nodes := []*mosquittotest.Broker{foNode(t, allowToken), foNode(t, allowToken), foNode(t, allowToken)}
+	servers := []string{nodes[0].TCPAddr(), nodes[1].WSAddr(), nodes[2].TCPAddr()}
+	node := map[string]*mosquittotest.Broker{}
+	for i, s := range servers {
+		node[s] = nodes[i]
+	}
+	c := newClient(t, allowToken, servers, mdclient.WithUsername("pub"))
+	results := make(chan mdclient.PublishResult, 4096)
+	stream := startFoStream(t, c, ctxTimeout(t, 120*time.Second), topic, "", rate, n, 0, results)
+
+	// oks follows the results: every OK's server, as it arrives.
+	type ok struct {
+		server string
+		at     time.Time
+	}
+	oks := make(chan ok, 4096)
+	statuses := map[mdclient.Status]int{}
+	var seen []bool
+	collected := make(chan struct{})
+	var total atomic.Int64
+	stopCollect := make(chan int64)
+	go func() {
+		defer close(collected)
+		want := int64(-1)
+		for want < 0 || total.Load() < want {
+			select {
+			case r := <-results:
+				total.Add(1)
+				statuses[r.Status]++
+				i, _ := strconv.Atoi(r.Closure)
+				for len(seen) <= i {
+					seen = append(seen, false)
+				}
+				if seen[i] {
+					t.Errorf("two results for %d", i)
+				}
+				seen[i] = true
+				if acknowledged(r.Status) { // no subscriber here: NO_SUBSCRIBER
+					select {
+					case oks <- ok{r.Server, time.Now()}:
+					default: // the test is not watching now
+					}
+				}
+			case want = <-stopCollect:
+			}
+		}
+	}()
+
+	inUse := func() string { // the server of an OK that came after now
+		since := time.Now()
+		timeout := time.NewTimer(10 * time.Second)
+		defer timeout.Stop()
+		for {
+			select {
+			case o := <-oks:
+				if o.at.After(since) {
+					return o.server
+				}
+			case <-timeout.C:
+				t.Fatal("no OK for 10s")
+			}
+		}
+	}
+	// kill kills the node serving victim and returns the server of the first OK from
+	// another one, failing the test unless it came within a second.
+	kill := func(step, victim string) string {
+		t.Helper()
+		node[victim].Kill()
+		killed := time.Now()
+		timeout := time.NewTimer(10 * time.Second)
+		defer timeout.Stop()
+		for {
+			select {
+			case o := <-oks:
+				if o.server == victim {
+					continue // acknowledged before the kill, read after it
+				}
+				if took := o.at.Sub(killed); took > time.Second {
+					t.Errorf("%s: publishing resumed on %s %v after killing %s, want within 1s", step, o.server, took.Round(time.Millisecond), victim)
+				} else {
+					t.Logf("%s: killed %s, resumed on %s after %v", step, victim, o.server, took.Round(time.Millisecond))
+				}
+				return o.server
+			case <-timeout.C:
+				t.Fatalf("%s: nothing acknowledged for 10s after killing %s", step, victim)
+			}
+		}
+	}
+
+	first := inUse()
+	second := kill("kill 1", first)
+	third := kill("kill 2, right after the first (the first still dead)", second)
+	if third == first || third == second {
+		t.Fatalf("resumed on %s, a killed node", third)
+	}
+	node[first].Restart(t)
+	node[second].Restart(t)
+	next := kill("kill 3, the others restarted", inUse())
+	node[third].Restart(t)
+	kill("kill 4, the others restarted", next)
+
+	// Hold the producer, wait for every result, then end the stream (whose end cancels
+	// what is still in flight).
+	resume, _ := stream.Pause()
+	stopCollect <- stream.sent.Load()
+	<-collected
+	stream.finish()
+	resume()
+	if statuses[mdclient.NotifyPublishNoSubscriber] != int(stream.sent.Load()) {
+		t.Errorf("outcomes %v for %d requests, want all acknowledged (NO_SUBSCRIBER: nobody subscribes)", statuses, stream.sent.Load())
+	}
+	for i, s := range seen {
+		if !s {
+			t.Errorf("no result for %d", i)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package mdclient
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
@@ -18,26 +19,81 @@ func (c *Client) result(r *request) PublishResult {
 	case o.Fact == engine.Acked:
 		res.Status, res.Err = ackStatus(o.Reason, o.ReasonString, &c.opts.deniedReasonCode)
 	case o.Written:
-		res.Status, res.Err = NotifyPublishTimeout, ErrTimeout
-		if why := cause(o); why != nil {
-			res.Err = fmt.Errorf("%w: %w", ErrTimeout, why)
-		}
+		res.Status, res.Err = NotifyPublishTimeout, timeoutErr(o)
 	case o.Fact == engine.Refused:
 		res.Status, res.Err, res.Server = NotifyPublishDenied, fmt.Errorf("%w: %w", ErrDenied, o.Cause), ""
-	case o.Fact == engine.Expired:
-		// Never written: its context (or the publish timeout) ended first.
-		err := fmt.Errorf("%w: %w", ErrFailed, ErrTimeout)
-		if o.NoConnection {
-			err = fmt.Errorf("%w: %w", err, ErrNoServers)
-		}
-		if o.Cause != nil {
-			err = fmt.Errorf("%w: %w", err, o.Cause)
-		}
-		res.Status, res.Err, res.Server = NotifyPublishFailed, err, ""
 	default:
-		res.Status, res.Err, res.Server = NotifyPublishFailed, fmt.Errorf("%w: %w", ErrFailed, cause(o)), ""
+		res.Status, res.Err, res.Server = NotifyPublishFailed, failedErr(o), ""
 	}
 	return res
+}
+
+// The errors of the commonest results, built once, so that a request ended by its context
+// or by Close costs no allocation: [no connection][cause] with the causes of causeIndex.
+var (
+	errFailedTimeout [2][3]error
+	errTimeoutCause  [3]error
+	errFailedClosed  = fmt.Errorf("%w: %w", ErrFailed, ErrClosed)
+	errTimeoutClosed = fmt.Errorf("%w: %w", ErrTimeout, ErrClosed)
+)
+
+func init() {
+	for k, cause := range [3]error{nil, context.DeadlineExceeded, context.Canceled} {
+		errFailedTimeout[0][k], errFailedTimeout[1][k] = fmt.Errorf("%w: %w", ErrFailed, ErrTimeout), fmt.Errorf("%w: %w: %w", ErrFailed, ErrTimeout, ErrNoServers)
+		errTimeoutCause[k] = ErrTimeout
+		if cause != nil {
+			errFailedTimeout[0][k] = fmt.Errorf("%w: %w: %w", ErrFailed, ErrTimeout, cause)
+			errFailedTimeout[1][k] = fmt.Errorf("%w: %w: %w: %w", ErrFailed, ErrTimeout, ErrNoServers, cause)
+			errTimeoutCause[k] = fmt.Errorf("%w: %w", ErrTimeout, cause)
+		}
+	}
+}
+
+// causeIndex is the index of a context's cause in the prebuilt errors, or -1.
+func causeIndex(err error) int {
+	switch err {
+	case nil:
+		return 0
+	case context.DeadlineExceeded:
+		return 1
+	case context.Canceled:
+		return 2
+	}
+	return -1
+}
+
+// timeoutErr is the error of a TIMEOUT: ErrTimeout and what ended the request.
+func timeoutErr(o *engine.Outcome) error {
+	switch o.Fact {
+	case engine.Expired:
+		if k := causeIndex(o.Cause); k >= 0 {
+			return errTimeoutCause[k]
+		}
+	case engine.Closed:
+		return errTimeoutClosed
+	}
+	return fmt.Errorf("%w: %w", ErrTimeout, cause(o))
+}
+
+// failedErr is the error of a FAILED: ErrFailed and why the message was not published.
+func failedErr(o *engine.Outcome) error {
+	switch o.Fact {
+	case engine.Expired: // never written: the context (or the publish timeout) ended first
+		conn := 0
+		if o.NoConnection {
+			conn = 1
+		}
+		if k := causeIndex(o.Cause); k >= 0 {
+			return errFailedTimeout[conn][k]
+		}
+		if o.NoConnection {
+			return fmt.Errorf("%w: %w: %w: %w", ErrFailed, ErrTimeout, ErrNoServers, o.Cause)
+		}
+		return fmt.Errorf("%w: %w: %w", ErrFailed, ErrTimeout, o.Cause)
+	case engine.Closed:
+		return errFailedClosed
+	}
+	return fmt.Errorf("%w: %w", ErrFailed, cause(o))
 }
 
 // cause is what a fact other than Acked adds to the result's sentinel; nil for a
@@ -55,7 +111,7 @@ func cause(o *engine.Outcome) error {
 	case engine.Lost:
 		return fmt.Errorf("connection lost before the acknowledgement: %w", o.Cause)
 	}
-	return o.Cause // Expired, Refused, Poisoned
+	return o.Cause // Expired (with a cause of its own), Refused, Poisoned
 }
 
 // wrapOnce wraps cause in sentinel unless it wraps it already.

@@ -135,8 +135,10 @@ func TestTokenNeverLogged(t *testing.T) {
 	t.Run("publish denied", func(t *testing.T) {
 		run(t, wrong, []string{srv.TCPAddr()}, mdclient.NotifyPublishDenied)
 	})
+	refusals := false // mosquitto refused a CONNECT: it is there, or the subtest skipped
 	t.Run("connect refused", func(t *testing.T) {
 		b := mosquittotest.Start(t, mosquittotest.Config{Users: map[string]string{"pub": token}})
+		refusals = true
 		// The password refused at CONNECT, over TCP and WebSocket, then the user name.
 		run(t, wrong, []string{b.TCPAddr(), b.WSAddr()}, mdclient.NotifyPublishDenied, mdclient.WithUsername("pub"))
 		run(t, wrong, []string{b.TCPAddr()}, mdclient.NotifyPublishDenied, mdclient.WithTokenInUsername())
@@ -179,6 +181,9 @@ func TestTokenNeverLogged(t *testing.T) {
 	}
 	all := strings.Join(texts, "\n") + strings.Join(sink.out, "\n")
 	for _, want := range []string{"connection lost", "connect failed", "connection refused: reason code", "NOTIFY_SERVER_DOWN", "resending", "DENIED"} {
+		if want == "connection refused: reason code" && !refusals {
+			continue // without mosquitto (not installed, CI unset) no server refuses a CONNECT
+		}
 		if !strings.Contains(all, want) {
 			t.Errorf("nothing captured mentions %q: the scenario did not happen as planned", want)
 		}

@@ -7,7 +7,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"sync"
 	"testing"
 	"time"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/mdclient/mdclient"
 	"github.com/mdclient/mdclient/internal/mosquittotest"
+	"github.com/mdclient/mdclient/internal/testproc"
 	"github.com/mdclient/mdclient/mdtest"
 )
 
@@ -44,7 +44,7 @@ func BenchmarkPublish(b *testing.B) {
 	}()
 	// Debian's mosquitto too, when installed, with a Receive Maximum a producer wants.
 	transports := []struct{ name, addr string }{{"embedded-tcp", srv.TCPAddr()}, {"embedded-ws", srv.WSAddr()}}
-	if _, err := exec.LookPath("mosquitto"); err == nil || os.Getenv("CI") != "" {
+	if _, err := testproc.LookTool("mosquitto"); err == nil || os.Getenv("CI") != "" {
 		mq := mosquittotest.Start(b, mosquittotest.Config{AllowAnonymous: true, MaxInflight: 65535})
 		transports = append(transports, struct{ name, addr string }{"mosquitto-tcp", mq.TCPAddr()},
 			struct{ name, addr string }{"mosquitto-ws", mq.WSAddr()})

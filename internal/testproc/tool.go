@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -14,10 +15,18 @@ import (
 // user's PATH often lacks.
 var toolDirs = []string{"/usr/sbin", "/usr/local/sbin", "/usr/bin", "/usr/local/bin", "/opt/homebrew/sbin", "/opt/homebrew/bin"}
 
+// HideToolsEnv names the environment variable that makes LookTool report the programs
+// it lists (comma-separated) as not installed, so that the suite can be run as on a
+// machine without the brokers: MDCLIENT_HIDE_TOOLS=mosquitto,ejabberdctl go test ./...
+const HideToolsEnv = "MDCLIENT_HIDE_TOOLS"
+
 // LookTool returns the path of the installed program name, found in PATH or
 // else in one of the usual bin and sbin directories. The error wraps
 // exec.ErrNotFound.
 func LookTool(name string) (string, error) {
+	if slices.Contains(strings.Split(os.Getenv(HideToolsEnv), ","), name) {
+		return "", fmt.Errorf("%s: %w (hidden by %s)", name, exec.ErrNotFound, HideToolsEnv)
+	}
 	if p, err := exec.LookPath(name); err == nil {
 		return p, nil
 	}

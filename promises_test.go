@@ -1,0 +1,555 @@
+package mdclient_test
+
+// Regression tests for the promises a newcomer broke from outside the module (issue 10):
+// each test is one observation of that issue, made again against a real broker, and
+// fails on the code before the fix.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mdclient/mdclient"
+	"github.com/mdclient/mdclient/mdtest"
+)
+
+// receivedUntilMarker reads sub until a message with payload marker arrives, and returns
+// the payloads before it. A marker published on the same connection after the messages
+// under test arrives after them: the broker routes one connection's publishes in order.
+func receivedUntilMarker(t *testing.T, sub *mdtest.Subscription, marker string) map[string]int {
+	t.Helper()
+	got := map[string]int{}
+	timeout := time.NewTimer(20 * time.Second)
+	defer timeout.Stop()
+	for {
+		select {
+		case m := <-sub.Messages():
+			if string(m.Payload) == marker {
+				return got
+			}
+			got[string(m.Payload)]++
+		case <-timeout.C:
+			t.Fatalf("the marker never arrived (%d messages before)", len(got))
+			return nil
+		}
+	}
+}
+
+// Observation 1: a context already done when PublishAsync is called sends nothing.
+func TestDoneContextSendsNothing(t *testing.T) {
+	srv := embedded(t)
+	sub, err := srv.Subscribe("never/#")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	transports(t, srv.WSAddr(), srv.TCPAddr(), func(t *testing.T, addr string) {
+		c := newClient(t, allowToken, []string{addr})
+		if st, err := c.Publish(ctxTimeout(t, 10*time.Second), mdclient.Message{Subject: "never/warmup", Content: []byte("warmup")}); st != mdclient.NotifyPublishOK {
+			t.Fatal(st, err)
+		}
+		receivedUntilMarker(t, sub, "warmup")
+		done, cancel := context.WithCancel(context.Background())
+		cancel()
+		for i := range 1000 {
+			st, err := c.Publish(done, mdclient.Message{Subject: "never/x", Content: []byte(strconv.Itoa(i))})
+			if st != mdclient.NotifyPublishFailed || !errors.Is(err, mdclient.ErrTimeout) || !errors.Is(err, context.Canceled) {
+				t.Fatalf("publish %d with a cancelled context: %s %v, want FAILED wrapping ErrTimeout and the cause", i, st, err)
+			}
+		}
+		if st, err := c.Publish(ctxTimeout(t, 10*time.Second), mdclient.Message{Subject: "never/marker", Content: []byte("marker")}); st != mdclient.NotifyPublishOK {
+			t.Fatal(st, err)
+		}
+		if got := receivedUntilMarker(t, sub, "marker"); len(got) > 0 {
+			t.Fatalf("%d messages published with a cancelled context reached the subscriber", len(got))
+		}
+	})
+}
+
+// Observation 1, second part: a stream with contexts of a few milliseconds, so that many
+// end while their message waits in a batch. No FAILED message may reach the subscriber,
+// and every OK one must.
+func TestShortContextsFailedNeverDelivered(t *testing.T) {
+	srv := embedded(t)
+	sub, err := srv.Subscribe("short/#")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	transports(t, srv.WSAddr(), srv.TCPAddr(), func(t *testing.T, addr string) {
+		c := newClient(t, allowToken, []string{addr})
+		const n = 20000
+		results := make(chan mdclient.PublishResult, 512)
+		go func() {
+			for i := range n {
+				// From a millisecond, ending while queued or batched, to a second.
+				ctx, cancel := context.WithTimeout(context.Background(), time.Duration(1+i%8)*time.Millisecond)
+				switch {
+				case i%50 == 0:
+					cancel() // ends at once
+				case i%10 == 0:
+					ctx, cancel = context.WithTimeout(context.Background(), time.Second)
+				}
+				c.PublishAsync(ctx, mdclient.PublishRequest{Result: results, Message: mdclient.Message{
+					Subject: "short/x", Content: []byte(strconv.Itoa(i)), Closure: strconv.Itoa(i)}})
+				context.AfterFunc(ctx, cancel)
+			}
+		}()
+		res := collect(t, results, n, 60*time.Second)
+		if st, err := c.Publish(ctxTimeout(t, 10*time.Second), mdclient.Message{Subject: "short/marker", Content: []byte("marker")}); st != mdclient.NotifyPublishOK {
+			t.Fatal(st, err)
+		}
+		got := receivedUntilMarker(t, sub, "marker")
+		counts := map[mdclient.Status]int{}
+		for i, r := range res {
+			counts[r.Status]++
+			switch seen := got[strconv.Itoa(i)] > 0; {
+			case r.Status == mdclient.NotifyPublishFailed && seen:
+				t.Errorf("%d: FAILED (%v), yet the subscriber received it", i, r.Err)
+			case r.Status == mdclient.NotifyPublishOK && !seen:
+				t.Errorf("%d: OK, yet the subscriber never received it", i)
+			case r.Status == mdclient.NotifyPublishFailed && !errors.Is(r.Err, mdclient.ErrTimeout):
+				t.Errorf("%d: FAILED with %v, want ErrTimeout", i, r.Err)
+			}
+		}
+		t.Logf("outcomes %v", counts)
+		if counts[mdclient.NotifyPublishFailed] == 0 {
+			t.Errorf("no context ended before its message was written: the test proves nothing")
+		}
+	})
+}
+
+// Observation 2: Close with a server that never acknowledges, a small Result channel read
+// without pause: every accepted request's result reaches the reader, also those still
+// waiting for room when Close returns; Close returns within the drain timeout plus 1 s.
+func TestCloseDeliversEveryResultToAReader(t *testing.T) {
+	srv := embedded(t)
+	srv.DropAcks("#", true)
+	const drain = time.Second
+	c := mdclient.NewClient(mdclient.WithDrainTimeout(drain))
+	c.SetEntitlementToken(allowToken)
+	if err := c.SetServers([]string{srv.TCPAddr()}); err != nil {
+		t.Fatal(err)
+	}
+	awaitEvent(t, c, mdclient.NotifyServerUp, "", 10*time.Second)
+	const n = 5000
+	results := make(chan mdclient.PublishResult, 16)
+	got := make(chan []mdclient.PublishResult)
+	go func() {
+		var all []mdclient.PublishResult
+		timeout := time.NewTimer(30 * time.Second)
+		defer timeout.Stop()
+		for len(all) < n {
+			select {
+			case r := <-results:
+				all = append(all, r)
+			case <-timeout.C:
+				got <- all
+				return
+			}
+		}
+		got <- all
+	}()
+	for i := range n {
+		c.PublishAsync(context.Background(), mdclient.PublishRequest{Result: results, Message: mdclient.Message{
+			Subject: "close/x", Content: []byte("x"), Closure: strconv.Itoa(i)}})
+	}
+	start := time.Now()
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > drain+time.Second {
+		t.Errorf("Close took %v, want at most the drain timeout %v plus 1 s", took, drain)
+	}
+	all := <-got
+	if len(all) != n {
+		t.Fatalf("the reader received %d of %d results", len(all), n)
+	}
+	counts := map[mdclient.Status]int{}
+	for _, r := range all {
+		counts[r.Status]++
+		if !errors.Is(r.Err, mdclient.ErrClosed) {
+			t.Fatalf("%s %v, want ErrClosed", r.Status, r.Err)
+		}
+	}
+	if counts[mdclient.NotifyPublishTimeout] == 0 || counts[mdclient.NotifyPublishFailed] == 0 {
+		t.Errorf("outcomes %v: want the written ones TIMEOUT and the others FAILED", counts)
+	}
+}
+
+// Observation 3: calls after Close get their result like any other: on an unbuffered
+// channel read right after the call, on a channel that had a backlog during Close, and
+// from 50 goroutines sharing one channel while Close runs.
+func TestCallsAfterCloseGetTheirResult(t *testing.T) {
+	srv := embedded(t)
+	t.Run("unbuffered", func(t *testing.T) {
+		c := newClient(t, allowToken, []string{srv.TCPAddr()})
+		c.Close()
+		ch := make(chan mdclient.PublishResult)
+		select {
+		case r := <-c.PublishAsync(context.Background(), mdclient.PublishRequest{Result: ch, Message: mdclient.Message{Subject: "a/b"}}):
+			if r.Status != mdclient.NotifyPublishFailed || !errors.Is(r.Err, mdclient.ErrClosed) {
+				t.Fatalf("%s %v", r.Status, r.Err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("no result for a call after Close on an unbuffered channel")
+		}
+	})
+	t.Run("backlog during Close", func(t *testing.T) {
+		c := newClient(t, allowToken, []string{srv.TCPAddr()})
+		ch := make(chan mdclient.PublishResult, 1)
+		const before, after = 50, 50
+		for i := range before {
+			c.PublishAsync(context.Background(), mdclient.PublishRequest{Result: ch, Message: mdclient.Message{Subject: "a/b", Closure: strconv.Itoa(i)}})
+		}
+		c.Close()
+		for i := range after {
+			c.PublishAsync(context.Background(), mdclient.PublishRequest{Result: ch, Message: mdclient.Message{Subject: "a/b", Closure: strconv.Itoa(before + i)}})
+		}
+		for _, r := range collect(t, ch, before+after, 10*time.Second)[before:] {
+			if !errors.Is(r.Err, mdclient.ErrClosed) {
+				t.Fatalf("a call after Close: %s %v", r.Status, r.Err)
+			}
+		}
+	})
+	t.Run("50 callers while Close runs", func(t *testing.T) {
+		srv.DropAcks("slow/#", true)
+		defer srv.DropAcks("slow/#", false)
+		c := mdclient.NewClient(mdclient.WithDrainTimeout(300 * time.Millisecond))
+		c.SetEntitlementToken(allowToken)
+		if err := c.SetServers([]string{srv.TCPAddr()}); err != nil {
+			t.Fatal(err)
+		}
+		ch := make(chan mdclient.PublishResult, 8)
+		var calls atomic.Int64
+		var wg sync.WaitGroup
+		stop := make(chan struct{})
+		for g := range 50 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; ; i++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					calls.Add(1)
+					c.PublishAsync(context.Background(), mdclient.PublishRequest{Result: ch, Message: mdclient.Message{
+						Subject: "slow/x", Closure: fmt.Sprintf("%d-%d", g, i)}})
+				}
+			}()
+		}
+		// The reader counts results per closure until it has one per call made.
+		want := make(chan int)
+		counted := make(chan map[string]int)
+		go func() {
+			received := map[string]int{}
+			total, target := 0, -1
+			timeout := time.NewTimer(30 * time.Second)
+			defer timeout.Stop()
+			for total != target {
+				select {
+				case r := <-ch:
+					received[r.Closure]++
+					total++
+				case target = <-want:
+				case <-timeout.C:
+					counted <- received
+					return
+				}
+			}
+			counted <- received
+		}()
+		for calls.Load() < 2000 {
+			runtime.Gosched()
+		}
+		start := time.Now()
+		c.Close()
+		if took := time.Since(start); took > 300*time.Millisecond+time.Second {
+			t.Errorf("Close took %v with 50 callers still calling, want at most 300ms + 1s", took)
+		}
+		for calls.Load() < 4000 { // many calls after Close too
+			runtime.Gosched()
+		}
+		close(stop)
+		wg.Wait()
+		want <- int(calls.Load())
+		received := <-counted
+		if len(received) != int(calls.Load()) {
+			t.Fatalf("%d calls, results for %d of them", calls.Load(), len(received))
+		}
+		for k, n := range received {
+			if n != 1 {
+				t.Fatalf("%s: %d results", k, n)
+			}
+		}
+	})
+}
+
+// Observation 5: SetServers replaces a list whose server never answers (it accepts the
+// connection and says nothing): the attempt still dialing is abandoned and the new list
+// used at once, with no quick-phase attempts or connect timeout to sit out first.
+func TestSetServersAbandonsAnAttempt(t *testing.T) {
+	hole, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hole.Close()
+	var held []net.Conn
+	var heldMu sync.Mutex
+	go func() {
+		for {
+			c, err := hole.Accept()
+			if err != nil {
+				return
+			}
+			heldMu.Lock()
+			held = append(held, c) // accepted, never answered
+			heldMu.Unlock()
+		}
+	}()
+	defer func() {
+		heldMu.Lock()
+		for _, c := range held {
+			c.Close()
+		}
+		heldMu.Unlock()
+	}()
+	srv := embedded(t)
+	c := newClient(t, allowToken, []string{"tcp://" + hole.Addr().String()}, mdclient.WithConnectTimeout(2*time.Second))
+	timer := time.NewTimer(100 * time.Millisecond) // into the first attempt
+	<-timer.C
+	if err := c.SetServers([]string{srv.TCPAddr()}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, at := awaitEvent(t, c, mdclient.NotifyServerUp, srv.TCPAddr(), 10*time.Second)
+	if took := at.Sub(start); took > time.Second {
+		t.Errorf("the new list was used after %v, want at once (the old attempt abandoned)", took)
+	}
+	if st, err := c.Publish(ctxTimeout(t, 5*time.Second), mdclient.Message{Subject: "a/b"}); st != mdclient.NotifyPublishNoSubscriber {
+		t.Fatal(st, err)
+	}
+}
+
+// Observation 6: subjects MQTT 5 §1.5.4 forbids — mosquitto drops the connection over
+// them — are refused before sending, and disturb nothing else in the stream.
+func TestForbiddenSubjectsDisturbNothing(t *testing.T) {
+	b := startMosquitto(t)
+	c := newClient(t, allowToken, []string{b.TCPAddr()}, mdclient.WithUsername("pub"))
+	awaitEvent(t, c, mdclient.NotifyServerUp, "", 10*time.Second)
+	bad := []string{"allowed/bad\tsubject", "allowed/\x01", "allowed/\u0085", "allowed/\uffff", "allowed/\ufdd0", "allowed/\U0001fffe", "allowed/\x7f"}
+	for i, q := range bad {
+		s, err := strconv.Unquote(`"` + q + `"`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bad[i] = s
+	}
+	const n = 5000
+	results := make(chan mdclient.PublishResult, n+len(bad))
+	for i := range n {
+		c.PublishAsync(context.Background(), mdclient.PublishRequest{Result: results, Message: mdclient.Message{
+			Subject: "allowed/good", Content: []byte(strconv.Itoa(i)), Closure: strconv.Itoa(i)}})
+		if i%(n/len(bad)) == n/len(bad)/2 {
+			s := bad[i/(n/len(bad))%len(bad)]
+			r := <-c.PublishAsync(context.Background(), mdclient.PublishRequest{Message: mdclient.Message{Subject: s}})
+			if r.Status != mdclient.NotifyPublishFailed || !errors.Is(r.Err, mdclient.ErrInvalidMessage) {
+				t.Errorf("subject %q: %s %v, want FAILED wrapping ErrInvalidMessage", s, r.Status, r.Err)
+			}
+		}
+	}
+	for i, r := range collect(t, results, n, 30*time.Second) {
+		if r.Status != mdclient.NotifyPublishNoSubscriber { // nobody subscribes: mosquitto answers 0x10
+			t.Fatalf("%d: %s %v", i, r.Status, r.Err)
+		}
+	}
+	if st := c.Stats(); st.Reconnects != 0 || st.Resent != 0 {
+		t.Errorf("stats %+v: the stream was disturbed", st)
+	}
+}
+
+// Observation 7: publishes a server never answers fill its Receive Maximum window; the
+// client opens a fresh connection instead of failing every later publish.
+func TestUnansweredPublishesDoNotHoldTheWindow(t *testing.T) {
+	srv, err := mdtest.NewServer(mdtest.WithAllowToken(allowToken), mdtest.WithReceiveMaximum(8))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	srv.DropAcks("never/#", true)
+	c := newClient(t, allowToken, []string{srv.TCPAddr()})
+	awaitEvent(t, c, mdclient.NotifyServerUp, "", 10*time.Second)
+	results := make(chan mdclient.PublishResult, 8)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	for i := range 8 {
+		c.PublishAsync(ctx, mdclient.PublishRequest{Result: results, Message: mdclient.Message{Subject: "never/x", Closure: strconv.Itoa(i)}})
+	}
+	for i, r := range collect(t, results, 8, 10*time.Second) {
+		if r.Status != mdclient.NotifyPublishTimeout {
+			t.Fatalf("%d: %s %v, want TIMEOUT", i, r.Status, r.Err)
+		}
+	}
+	if st := c.Stats(); st.InFlight != 8 {
+		t.Errorf("InFlight %d, want the 8 unanswered publishes that hold the window", st.InFlight)
+	}
+	for i := range 20 {
+		st, err := c.Publish(ctxTimeout(t, 5*time.Second), mdclient.Message{Subject: "ok/x", Content: []byte(strconv.Itoa(i))})
+		if st != mdclient.NotifyPublishNoSubscriber {
+			t.Fatalf("publish %d after the window filled: %s %v", i, st, err)
+		}
+	}
+	if st := c.Stats(); st.Reconnects != 1 {
+		t.Errorf("Reconnects %d, want 1: a fresh connection freed the window", st.Reconnects)
+	}
+}
+
+// Observation 8: results nobody reads are bounded: past WithMaxQueued results waiting for
+// a channel, the callers naming it wait (by their context), and memory stays flat.
+func TestUnreadResultsAreBounded(t *testing.T) {
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := "tcp://" + dead.Addr().String()
+	dead.Close() // connections are refused from now on
+	const maxQueued = 1000
+	c := newClient(t, allowToken, []string{addr}, mdclient.WithMaxQueued(maxQueued), mdclient.WithPublishTimeout(20*time.Millisecond),
+		mdclient.WithReconnectMaxDelay(50*time.Millisecond), mdclient.WithReconnectTimeInterval(10*time.Millisecond))
+	heap := func() uint64 {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapInuse
+	}
+	unread := make(chan mdclient.PublishResult) // never read during the test
+	content := make([]byte, 256)
+	before := heap()
+	start := time.Now()
+	calls := 0
+	for time.Since(start) < 2*time.Second {
+		c.PublishAsync(context.Background(), mdclient.PublishRequest{Result: unread, Message: mdclient.Message{Subject: "dead/x", Content: content}})
+		calls++
+	}
+	st := c.Stats()
+	grown := int64(heap()) - int64(before)
+	t.Logf("%d calls in 2s; %d results wait; heap grew %d KiB", calls, st.Undelivered, grown>>10)
+	// At most WithMaxQueued wait, plus the calls that found no room within their publish
+	// timeout (20 ms each: at most 100 in 2 s), plus those accepted meanwhile.
+	if st.Undelivered > 2*maxQueued+100 {
+		t.Errorf("%d results wait for an unread channel, want at most about %d", st.Undelivered, maxQueued)
+	}
+	if grown > 20<<20 {
+		t.Errorf("heap grew by %d MiB", grown>>20)
+	}
+	// Every call gets its result, read now, also those that waited.
+	c.Close()
+	timeout := time.NewTimer(30 * time.Second)
+	defer timeout.Stop()
+	for range calls {
+		select {
+		case <-unread:
+		case <-timeout.C:
+			t.Fatal("results missing")
+		}
+	}
+}
+
+// Observation 9: a Result channel the caller closes (against the documentation) does not
+// panic a client goroutine; other requests go on.
+func TestClosedResultChannelDoesNotPanic(t *testing.T) {
+	srv := embedded(t)
+	srv.DropAcks("lost/#", true)
+	log := &foLog{}
+	c := newClient(t, allowToken, []string{srv.TCPAddr()}, mdclient.WithLogger(log.logger()))
+	ch := make(chan mdclient.PublishResult, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	c.PublishAsync(ctx, mdclient.PublishRequest{Result: ch, Message: mdclient.Message{Subject: "lost/x"}})
+	c.PublishAsync(ctx, mdclient.PublishRequest{Result: ch, Message: mdclient.Message{Subject: "lost/x"}})
+	close(ch)
+	<-ctx.Done()
+	for i := range 3 {
+		if st, err := c.Publish(ctxTimeout(t, 5*time.Second), mdclient.Message{Subject: "ok/x"}); st != mdclient.NotifyPublishNoSubscriber {
+			t.Fatalf("publish %d after a Result channel was closed: %s %v", i, st, err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(log.find("mdclient: a Result channel was closed while results were due to it; they are dropped")) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("nothing logged of the closed channel:\n%s", log.dump())
+		}
+		runtime.Gosched()
+	}
+}
+
+// Observation 13: error texts quote at most 64 bytes of a subject and never the user info
+// of a server URL; a bad entry says what is wrong with it.
+func TestErrorTexts(t *testing.T) {
+	c := mdclient.NewClient()
+	defer c.Close()
+	long := strings.Repeat("a", 65000) + "\t"
+	r := <-c.PublishAsync(context.Background(), mdclient.PublishRequest{Message: mdclient.Message{Subject: long}})
+	if !errors.Is(r.Err, mdclient.ErrInvalidMessage) || len(r.Err.Error()) > 300 || !strings.Contains(r.Err.Error(), "U+0009 at byte 65000") {
+		t.Errorf("%d-byte error for a long bad subject: %.300s", len(r.Err.Error()), r.Err)
+	}
+	for entry, want := range map[string]string{
+		"ws://user:s3cr3t@h:1":   "user info",
+		"50 tcp://u:s3cr3t@h:1":  "user info",
+		"ws://h:1/a b":           "no spaces",
+		"ssl://h:8883":           "unknown scheme",
+		"101 h:1":                "weight",
+		"x h:1":                  "no spaces",
+		strings.Repeat("h", 300): "want host:port",
+	} {
+		err := c.SetServers([]string{entry})
+		switch {
+		case !errors.Is(err, mdclient.ErrInvalidServer):
+			t.Errorf("%.40q: %v, want ErrInvalidServer", entry, err)
+		case strings.Contains(err.Error(), "s3cr3t"):
+			t.Errorf("%q: the error shows the password: %v", entry, err)
+		case !strings.Contains(err.Error(), want) || len(err.Error()) > 200:
+			t.Errorf("%.40q: %v, want a short error saying %q", entry, err, want)
+		}
+	}
+}
+
+// Observation 13: a second Close, also concurrent, waits for the first and returns after it.
+func TestConcurrentCloseWaitsForTheFirst(t *testing.T) {
+	srv := embedded(t)
+	srv.DropAcks("#", true)
+	c := mdclient.NewClient(mdclient.WithDrainTimeout(300 * time.Millisecond))
+	c.SetEntitlementToken(allowToken)
+	if err := c.SetServers([]string{srv.TCPAddr()}); err != nil {
+		t.Fatal(err)
+	}
+	awaitEvent(t, c, mdclient.NotifyServerUp, "", 10*time.Second)
+	res := c.PublishAsync(context.Background(), mdclient.PublishRequest{Message: mdclient.Message{Subject: "a/b"}})
+	first := make(chan time.Time, 1)
+	go func() {
+		c.Close()
+		first <- time.Now()
+	}()
+	r := <-res // given when the first Close ends the drain
+	c.Close()
+	second := time.Now()
+	if r.Status != mdclient.NotifyPublishTimeout || !errors.Is(r.Err, mdclient.ErrClosed) {
+		t.Errorf("%s %v", r.Status, r.Err)
+	}
+	if _, open := <-c.Events(); open {
+		t.Error("the second Close returned while Events was still open: the first had not finished")
+	}
+	if f := <-first; second.Before(f.Add(-50 * time.Millisecond)) {
+		t.Errorf("the second Close returned %v before the first", f.Sub(second))
+	}
+}
