@@ -146,7 +146,8 @@ func (c *Cluster) Run(ctx context.Context) error {
 		last = i
 		members[i].tried = true
 		m := &members[i]
-		cn, err, list := c.dial(ctx, m.Endpoint)
+		ep := m.Endpoint // m moves if the list is replaced while connected
+		cn, err, list := c.dial(ctx, ep)
 		switch {
 		case list != nil:
 			replace(list)
@@ -162,7 +163,7 @@ func (c *Cluster) Run(ctx context.Context) error {
 		for j := range members {
 			members[j].refused = false
 		}
-		name := m.Endpoint.String()
+		name := ep.String()
 		c.cfg.Logger.Info("mdclient: connected", "server", name, "receive_maximum", cn.Limits().ReceiveMaximum)
 		c.cfg.Notify(true, name, nil)
 		select {
@@ -179,7 +180,7 @@ func (c *Cluster) Run(ctx context.Context) error {
 				break connected
 			case list := <-c.updates:
 				replace(list)
-				if !contains(list, cn.Endpoint()) {
+				if !contains(list, ep) {
 					// The server in use is no longer listed: leave it, gracefully; what
 					// it has not acknowledged is resent on the next connection.
 					c.cfg.Logger.Info("mdclient: server removed from the list, moving", "server", name)
@@ -191,7 +192,7 @@ func (c *Cluster) Run(ctx context.Context) error {
 				return nil
 			}
 		}
-		if j := index(members, cn.Endpoint()); j >= 0 {
+		if j := index(members, ep); j >= 0 {
 			last = j // avoid it next time if it is still listed
 			members[j].lost = true
 			members[j].tried = true

@@ -12,6 +12,7 @@ import (
 
 	"github.com/mdclient/mdclient/codec"
 	"github.com/mdclient/mdclient/conn"
+	"github.com/mdclient/mdclient/internal/mqttpeer"
 )
 
 // Every test runs in a synctest bubble: time is virtual, and synctest.Wait returns once
@@ -21,7 +22,7 @@ import (
 func TestOutcomesByReasonCode(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		codes := map[string]byte{"ok": 0x00, "nosub": 0x10, "denied": 0x87, "quota": 0x97}
-		p := &peer{connack: connack(100), answer: func(r received) answer { return answer{code: codes[r.payload]} }}
+		p := &mqttpeer.Peer{Connack: mqttpeer.Connack(100), Answer: func(r mqttpeer.Received) mqttpeer.Answer { return mqttpeer.Answer{Code: codes[r.Payload]} }}
 		r := newRig(t, Config{})
 		r.connect(p)
 		var reqs []*Request
@@ -48,13 +49,13 @@ func TestOutcomesByReasonCode(t *testing.T) {
 func TestCancelledInBatchNeverWritten(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		gate := make(chan struct{})
-		p := &peer{connack: connack(100), answer: func(r received) answer {
-			if r.payload == "first" {
+		p := &mqttpeer.Peer{Connack: mqttpeer.Connack(100), Answer: func(r mqttpeer.Received) mqttpeer.Answer {
+			if r.Payload == "first" {
 				<-gate // the server stops reading: the writer blocks on the next batch
 			}
-			return answer{}
+			return mqttpeer.Answer{}
 		}}
-		p.connack.TopicAliasMaximum = 10
+		p.Connack.TopicAliasMaximum = 10
 		r := newRig(t, Config{})
 		r.connect(p)
 		first := r.publish(context.Background(), "t/first", "first")
@@ -76,7 +77,7 @@ func TestCancelledInBatchNeverWritten(t *testing.T) {
 		}
 		close(gate)
 		synctest.Wait()
-		if got, want := p.payloads(), []string{"first", "blocked", "kept", "last"}; !slices.Equal(got, want) {
+		if got, want := p.Payloads(), []string{"first", "blocked", "kept", "last"}; !slices.Equal(got, want) {
 			t.Errorf("the server read %q, want %q", got, want)
 		}
 		for _, q := range []*Request{first, blocked, kept, last} {
@@ -84,12 +85,12 @@ func TestCancelledInBatchNeverWritten(t *testing.T) {
 				t.Errorf("%s: %+v", q.Packet.Payload, o)
 			}
 		}
-		got := p.received()
-		if got[2].aliased || !got[3].aliased {
+		got := p.Received()
+		if got[2].Aliased || !got[3].Aliased {
 			t.Errorf("after the rebuild %+v: want the alias set up by the first packet left", got[2:])
 		}
-		if len(p.protoErr) > 0 {
-			t.Errorf("the server saw: %v", p.protoErr)
+		if len(p.Errors()) > 0 {
+			t.Errorf("the server saw: %v", p.Errors())
 		}
 		r.close(time.Second)
 	})
@@ -101,11 +102,11 @@ func TestCancelledInBatchNeverWritten(t *testing.T) {
 func TestTimedOutKeepsPacketID(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		late := make(chan struct{})
-		p := &peer{connack: connack(2), answer: func(r received) answer {
-			if r.payload == "slow" {
-				return answer{later: late}
+		p := &mqttpeer.Peer{Connack: mqttpeer.Connack(2), Answer: func(r mqttpeer.Received) mqttpeer.Answer {
+			if r.Payload == "slow" {
+				return mqttpeer.Answer{Later: late}
 			}
-			return answer{}
+			return mqttpeer.Answer{}
 		}}
 		r := newRig(t, Config{})
 		r.connect(p)
@@ -122,8 +123,8 @@ func TestTimedOutKeepsPacketID(t *testing.T) {
 		synctest.Wait()
 		close(late)
 		synctest.Wait()
-		got := p.received()
-		if len(got) != 3 || got[1].id == got[0].id || got[2].id == got[0].id {
+		got := p.Received()
+		if len(got) != 3 || got[1].ID == got[0].ID || got[2].ID == got[0].ID {
 			t.Errorf("identifiers %+v: none may reuse the timed-out one's while it is unanswered", got)
 		}
 		for _, q := range []*Request{b, c} {
@@ -142,11 +143,11 @@ func TestTimedOutKeepsPacketID(t *testing.T) {
 // the connection is dropped, and what it had in flight is resent on the next one.
 func TestUnknownPacketID(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		p := &peer{connack: connack(10), answer: func(r received) answer {
-			if r.conn == 1 {
-				return answer{ackID: 9}
+		p := &mqttpeer.Peer{Connack: mqttpeer.Connack(10), Answer: func(r mqttpeer.Received) mqttpeer.Answer {
+			if r.Conn == 1 {
+				return mqttpeer.Answer{AckID: 9}
 			}
-			return answer{}
+			return mqttpeer.Answer{}
 		}}
 		r := newRig(t, Config{})
 		cn := r.connect(p)
@@ -161,7 +162,7 @@ func TestUnknownPacketID(t *testing.T) {
 		if o := r.outcome(q); o.Fact != Acked {
 			t.Fatalf("%+v", o)
 		}
-		if got := p.received(); len(got) != 2 || got[0].dup || !got[1].dup {
+		if got := p.Received(); len(got) != 2 || got[0].Dup || !got[1].Dup {
 			t.Errorf("received %+v, want the message, then again with DUP", got)
 		}
 		if st := r.e.Stats(); st.Resent != 1 || st.Connections != 2 {
@@ -177,14 +178,14 @@ func TestUnknownPacketID(t *testing.T) {
 func TestResendInOrderAfterAProbe(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		gate := make(chan struct{})
-		p := &peer{connack: connack(10), answer: func(r received) answer {
+		p := &mqttpeer.Peer{Connack: mqttpeer.Connack(10), Answer: func(r mqttpeer.Received) mqttpeer.Answer {
 			switch {
-			case r.conn == 1:
-				return answer{drop: true}
-			case r.payload == "m0":
+			case r.Conn == 1:
+				return mqttpeer.Answer{Drop: true}
+			case r.Payload == "m0":
 				<-gate
 			}
-			return answer{}
+			return mqttpeer.Answer{}
 		}}
 		r := newRig(t, Config{})
 		cn := r.connect(p)
@@ -205,11 +206,11 @@ func TestResendInOrderAfterAProbe(t *testing.T) {
 		synctest.Wait()
 		r.exactlyOnce(reqs)
 		var second []string
-		for _, got := range p.received() {
-			if got.conn == 2 {
-				second = append(second, got.payload)
-				if got.dup != (got.payload != "m5") {
-					t.Errorf("%s: DUP %v", got.payload, got.dup)
+		for _, got := range p.Received() {
+			if got.Conn == 2 {
+				second = append(second, got.Payload)
+				if got.Dup != (got.Payload != "m5") {
+					t.Errorf("%s: DUP %v", got.Payload, got.Dup)
 				}
 			}
 		}
@@ -224,8 +225,8 @@ func TestResendInOrderAfterAProbe(t *testing.T) {
 // PoisonAfter lost connections (written, so TIMEOUT material), and the others go on.
 func TestPoisonedMessage(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		p := &peer{connack: connack(10), answer: func(r received) answer {
-			return answer{disconnect: r.payload == "poison"}
+		p := &mqttpeer.Peer{Connack: mqttpeer.Connack(10), Answer: func(r mqttpeer.Received) mqttpeer.Answer {
+			return mqttpeer.Answer{Disconnect: r.Payload == "poison"}
 		}}
 		r := newRig(t, Config{})
 		a := r.publish(context.Background(), "t/x", "a")
@@ -252,8 +253,8 @@ func TestPoisonedMessage(t *testing.T) {
 			t.Errorf("%d connections, want %d", conns, PoisonAfter+1)
 		}
 		var seen []string
-		for _, got := range p.received() {
-			seen = append(seen, fmt.Sprintf("%d:%s", got.conn, got.payload))
+		for _, got := range p.Received() {
+			seen = append(seen, fmt.Sprintf("%d:%s", got.Conn, got.Payload))
 		}
 		// The probe after each loss carries the poison alone; b waits behind it.
 		if want := []string{"1:a", "1:poison", "2:poison", "3:poison", "4:b"}; !slices.Equal(seen, want) &&
@@ -268,7 +269,7 @@ func TestPoisonedMessage(t *testing.T) {
 // arrived: it ends Lost (written), and is not sent again.
 func TestAtMostOnceLost(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		p := &peer{connack: connack(10), answer: func(received) answer { return answer{drop: true} }}
+		p := &mqttpeer.Peer{Connack: mqttpeer.Connack(10), Answer: func(mqttpeer.Received) mqttpeer.Answer { return mqttpeer.Answer{Drop: true} }}
 		r := newRig(t, Config{})
 		cn := r.connect(p)
 		q := &Request{Packet: codec.Publish{Topic: "t/x", Payload: []byte("once")}, Ctx: context.Background(), AtMostOnce: true}
@@ -333,7 +334,7 @@ func TestExpiresUnwritten(t *testing.T) {
 // the rest Closed — written or not, as they were.
 func TestDrainDeadline(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		p := &peer{connack: connack(10), answer: func(received) answer { return answer{drop: true} }}
+		p := &mqttpeer.Peer{Connack: mqttpeer.Connack(10), Answer: func(mqttpeer.Received) mqttpeer.Answer { return mqttpeer.Answer{Drop: true} }}
 		r := newRig(t, Config{MaxInflight: 1})
 		r.connect(p)
 		sent := r.publish(context.Background(), "t/x", "sent")
@@ -355,7 +356,7 @@ func TestDrainDeadline(t *testing.T) {
 		}
 	})
 	synctest.Test(t, func(t *testing.T) {
-		p := &peer{connack: connack(10)}
+		p := &mqttpeer.Peer{Connack: mqttpeer.Connack(10)}
 		r := newRig(t, Config{})
 		r.connect(p)
 		q := r.publish(context.Background(), "t/x", "x")
@@ -375,7 +376,7 @@ func TestDrainDeadline(t *testing.T) {
 // connection rather than fail everything after them.
 func TestWindowHeldReconnects(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		p := &peer{connack: connack(2), answer: func(r received) answer { return answer{drop: r.conn == 1} }}
+		p := &mqttpeer.Peer{Connack: mqttpeer.Connack(2), Answer: func(r mqttpeer.Received) mqttpeer.Answer { return mqttpeer.Answer{Drop: r.Conn == 1} }}
 		r := newRig(t, Config{})
 		cn := r.connect(p)
 		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
@@ -408,8 +409,8 @@ func TestWindowHeldReconnects(t *testing.T) {
 // connection.
 func TestAliasesPerConnection(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		p := &peer{connack: connack(100)}
-		p.connack.TopicAliasMaximum = 2
+		p := &mqttpeer.Peer{Connack: mqttpeer.Connack(100)}
+		p.Connack.TopicAliasMaximum = 2
 		r := newRig(t, Config{})
 		cn := r.connect(p)
 		for _, topic := range []string{"sport/a", "sport/a", "sport/b", "sport/c", "sport/b", "abc", "abc"} {
@@ -422,16 +423,16 @@ func TestAliasesPerConnection(t *testing.T) {
 		r.publish(context.Background(), "sport/a", "again")
 		synctest.Wait()
 		var got []string
-		for _, x := range p.received() {
-			got = append(got, fmt.Sprintf("%d:%s:%v", x.conn, x.topic, x.aliased))
+		for _, x := range p.Received() {
+			got = append(got, fmt.Sprintf("%d:%s:%v", x.Conn, x.Topic, x.Aliased))
 		}
 		want := []string{"1:sport/a:false", "1:sport/a:true", "1:sport/b:false", "1:sport/c:false", "1:sport/b:true",
 			"1:abc:false", "1:abc:false", "2:sport/a:false"}
 		if !slices.Equal(got, want) {
 			t.Errorf("the server read\n%q, want\n%q", got, want)
 		}
-		if len(p.protoErr) > 0 {
-			t.Errorf("the server saw: %v", p.protoErr)
+		if len(p.Errors()) > 0 {
+			t.Errorf("the server saw: %v", p.Errors())
 		}
 		r.close(time.Second)
 	})
@@ -441,7 +442,7 @@ func TestAliasesPerConnection(t *testing.T) {
 // anything is written, and the rest goes on.
 func TestServerLimits(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		p := &peer{connack: codec.Connack{ReceiveMaximum: 10, MaximumPacketSize: 64}}
+		p := &mqttpeer.Peer{Connack: codec.Connack{ReceiveMaximum: 10, MaximumPacketSize: 64}}
 		r := newRig(t, Config{})
 		r.connect(p)
 		retained := &Request{Packet: codec.Publish{Topic: "t/x", Payload: []byte("r"), Retain: true}, Ctx: context.Background()}
@@ -460,13 +461,13 @@ func TestServerLimits(t *testing.T) {
 		if o := r.outcome(fits); o.Fact != Acked {
 			t.Errorf("fits: %+v", o)
 		}
-		if got := p.payloads(); !slices.Equal(got, []string{"fits"}) {
+		if got := p.Payloads(); !slices.Equal(got, []string{"fits"}) {
 			t.Errorf("the server read %q", got)
 		}
 		r.close(time.Second)
 	})
 	synctest.Test(t, func(t *testing.T) {
-		p := &peer{connack: codec.Connack{MaximumQoS: 0, HasMaximumQoS: true, RetainAvailable: true}}
+		p := &mqttpeer.Peer{Connack: codec.Connack{MaximumQoS: 0, HasMaximumQoS: true, RetainAvailable: true}}
 		r := newRig(t, Config{})
 		r.connect(p)
 		q := r.publish(context.Background(), "t/x", "x")
@@ -504,7 +505,7 @@ func TestBackpressure(t *testing.T) {
 			got <- r.e.Submit(&Request{Packet: codec.Publish{Topic: "t/x", Payload: []byte("c")}, Ctx: context.Background()})
 		}()
 		synctest.Wait()
-		r.connect(&peer{connack: connack(10)})
+		r.connect(&mqttpeer.Peer{Connack: mqttpeer.Connack(10)})
 		if err := <-got; err != nil {
 			t.Errorf("Submit once room came: %v", err)
 		}
@@ -516,7 +517,7 @@ func TestBackpressure(t *testing.T) {
 // had in flight goes out on the new one.
 func TestReplacedConnection(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		p := &peer{connack: connack(10), answer: func(r received) answer { return answer{drop: r.conn == 1} }}
+		p := &mqttpeer.Peer{Connack: mqttpeer.Connack(10), Answer: func(r mqttpeer.Received) mqttpeer.Answer { return mqttpeer.Answer{Drop: r.Conn == 1} }}
 		r := newRig(t, Config{})
 		old := r.connect(p)
 		q := r.publish(context.Background(), "t/x", "x")
