@@ -85,10 +85,16 @@ func ExampleClient_Events() {
 
 	broker.Close() // sends DISCONNECT (server shutting down) and stops listening
 	ev = <-c.Events()
-	fmt.Println(ev.Type, ev.Server == broker.TCPAddr(), ev.Err != nil)
+	fmt.Println(ev.Type, ev.Server == broker.TCPAddr())
+	// Why it went down, without importing a sub-package: the DISCONNECT's reason code.
+	var disconnect *mdclient.ServerDisconnectError
+	if errors.As(ev.Err, &disconnect) {
+		fmt.Printf("DISCONNECT 0x%02x\n", disconnect.Code)
+	}
 	// Output:
 	// NOTIFY_SERVER_UP true <nil>
-	// NOTIFY_SERVER_DOWN true true
+	// NOTIFY_SERVER_DOWN true
+	// DISCONNECT 0x8b
 }
 
 // Close ends the client: it waits for the results of the messages in flight (up to the

@@ -192,6 +192,11 @@ func (c *Cluster) Run(ctx context.Context) error {
 				return nil
 			}
 		}
+		if errors.Is(cn.Err(), conn.ErrClosed) {
+			// The engine closed it: the client is closing, and this is no server going down.
+			<-ctx.Done()
+			return nil
+		}
 		if j := index(members, ep); j >= 0 {
 			last = j // avoid it next time if it is still listed
 			members[j].lost = true
