@@ -241,7 +241,7 @@ func (r *chaosRun) note(format string, args ...any) {
 func (r *chaosRun) violation(kind, format string, args ...any) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.extra = append(r.extra, ledgerViolation{kind, fmt.Sprintf(format, args...)})
+	r.extra = append(r.extra, ledgerViolation{kind: kind, text: fmt.Sprintf(format, args...)})
 }
 
 func (r *chaosRun) addCancel(f func()) {
@@ -761,10 +761,16 @@ func (r *chaosRun) call(p int, n int64, rng *rand.Rand, closed bool, busy *atomi
 	case modeUnbuffered:
 		ch = make(chan mdclient.PublishResult)
 	}
-	how += ", ctx " + ctxDesc
-	if closed {
-		how += ", after Close"
+	select {
+	case <-r.closeCalled:
+		if closed {
+			how += " after Close"
+		} else {
+			how += " during Close"
+		}
+	default:
 	}
+	how += ", ctx " + ctxDesc
 	doing := fmt.Sprintf("%s for closure %q", how, m.Closure)
 	busy.Store(&doing) // cleared once the API call has returned
 	e := r.led.add(&m, ledgerRequest{how: how, ch: ch, invalid: invalid, ctxDone: ctx.Err() != nil, after: closed, due: due})
@@ -1163,12 +1169,17 @@ func (r *chaosRun) report(closeTook time.Duration, heapPeak uint64) {
 		return
 	}
 	byKind := map[string][]string{}
+	groups := map[string]map[string]int{} // kind → how the requests were made → count
 	var kinds []string
 	for _, v := range vs {
 		if _, ok := byKind[v.kind]; !ok {
 			kinds = append(kinds, v.kind)
+			groups[v.kind] = map[string]int{}
 		}
 		byKind[v.kind] = append(byKind[v.kind], v.text)
+		if v.group != "" {
+			groups[v.kind][v.group]++
+		}
 	}
 	sort.Strings(kinds)
 	const examples = 3
@@ -1176,6 +1187,17 @@ func (r *chaosRun) report(closeTook time.Duration, heapPeak uint64) {
 		list := byKind[k]
 		var b strings.Builder
 		fmt.Fprintf(&b, "seed %d: %s: %d violation(s)", r.seed, k, len(list))
+		if g := groups[k]; len(g) > 1 {
+			keys := make([]string, 0, len(g))
+			for h := range g {
+				keys = append(keys, h)
+			}
+			sort.Strings(keys)
+			b.WriteString(" by request:")
+			for _, h := range keys {
+				fmt.Fprintf(&b, " %s ×%d;", h, g[h])
+			}
+		}
 		for i, s := range list {
 			if i == examples {
 				fmt.Fprintf(&b, "\n    … and %d more", len(list)-examples)

@@ -107,6 +107,7 @@ type ledgerLoss struct {
 // ledgerViolation is one broken promise: its kind (for grouping) and what happened.
 type ledgerViolation struct {
 	kind, text string
+	group      string // how the request was made (its API, channel and timing), for grouping; may be ""
 }
 
 func (v ledgerViolation) String() string { return v.kind + ": " + v.text }
@@ -224,8 +225,7 @@ func (l *ledger) returned(e *ledgerEntry, ch <-chan mdclient.PublishResult) {
 	if e.ch == nil || ch == (<-chan mdclient.PublishResult)(e.ch) {
 		return
 	}
-	l.problems = append(l.problems, ledgerViolation{"wrong-channel",
-		fmt.Sprintf("closure %q (%s): PublishAsync returned a channel other than its Result channel", e.closure, e.how)})
+	l.problems = append(l.problems, ledgerViolation{kind: "wrong-channel", text: fmt.Sprintf("closure %q (%s): PublishAsync returned a channel other than its Result channel", e.closure, e.how)})
 }
 
 // result records r, which the reader via took from ch.
@@ -235,8 +235,7 @@ func (l *ledger) result(via string, ch chan mdclient.PublishResult, r mdclient.P
 	defer l.mu.Unlock()
 	e, ok := l.entries[r.Closure]
 	if !ok {
-		l.problems = append(l.problems, ledgerViolation{"unknown-result",
-			fmt.Sprintf("reader %s got a result for closure %q, which no request had: %s", via, r.Closure, describeResult(r))})
+		l.problems = append(l.problems, ledgerViolation{kind: "unknown-result", text: fmt.Sprintf("reader %s got a result for closure %q, which no request had: %s", via, r.Closure, describeResult(r))})
 		return
 	}
 	l.record(e, ledgerResult{res: r, at: l.since(now), via: via, ch: ch})
@@ -248,8 +247,7 @@ func (l *ledger) published(e *ledgerEntry, st mdclient.Status, err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if (st == mdclient.NotifyPublishOK) != (err == nil) {
-		l.problems = append(l.problems, ledgerViolation{"publish-return",
-			fmt.Sprintf("closure %q (%s): Publish returned (%s, %v); it must return (OK, nil) or another status with an error", e.closure, e.how, st, err)})
+		l.problems = append(l.problems, ledgerViolation{kind: "publish-return", text: fmt.Sprintf("closure %q (%s): Publish returned (%s, %v); it must return (OK, nil) or another status with an error", e.closure, e.how, st, err)})
 	}
 	l.record(e, ledgerResult{res: mdclient.PublishResult{Status: st, Closure: e.closure, Err: err}, at: l.since(now), via: "Publish"})
 }
@@ -265,13 +263,11 @@ func (l *ledger) record(e *ledgerEntry, lr ledgerResult) {
 		default:
 		}
 	case 2:
-		l.problems = append(l.problems, ledgerViolation{"two-results",
-			fmt.Sprintf("closure %q (%s): a second result %s at +%v via %s; the first was %s at +%v via %s",
-				e.closure, e.how, describeResult(lr.res), lr.at, lr.via, describeResult(e.results[0].res), e.results[0].at, e.results[0].via)})
+		l.problems = append(l.problems, ledgerViolation{kind: "two-results", text: fmt.Sprintf("closure %q (%s): a second result %s at +%v via %s; the first was %s at +%v via %s",
+			e.closure, e.how, describeResult(lr.res), lr.at, lr.via, describeResult(e.results[0].res), e.results[0].at, e.results[0].via)})
 	}
 	if e.ch != nil && lr.ch != nil && lr.ch != e.ch {
-		l.problems = append(l.problems, ledgerViolation{"wrong-channel",
-			fmt.Sprintf("closure %q (%s): its result %s arrived on another request's channel (reader %s)", e.closure, e.how, describeResult(lr.res), lr.via)})
+		l.problems = append(l.problems, ledgerViolation{kind: "wrong-channel", text: fmt.Sprintf("closure %q (%s): its result %s arrived on another request's channel (reader %s)", e.closure, e.how, describeResult(lr.res), lr.via)})
 	}
 }
 
@@ -303,8 +299,7 @@ func (l *ledger) receipt(sub, topic string, payload []byte) {
 	closure, _, _ := bytes.Cut(rest, []byte{ledgerPayloadSep})
 	e, known := l.entries[string(closure)]
 	if !known {
-		l.problems = append(l.problems, ledgerViolation{"unknown-receipt",
-			fmt.Sprintf("subscriber %s received closure %q on %q, which no request had", sub, closure, topic)})
+		l.problems = append(l.problems, ledgerViolation{kind: "unknown-receipt", text: fmt.Sprintf("subscriber %s received closure %q on %q, which no request had", sub, closure, topic)})
 		return
 	}
 	l.receipts++
@@ -373,7 +368,8 @@ func (l *ledger) check() []ledgerViolation {
 	out := append([]ledgerViolation(nil), l.problems...)
 	l.exempt = 0
 	bad := func(e *ledgerEntry, kind, format string, args ...any) {
-		out = append(out, ledgerViolation{kind, fmt.Sprintf("closure %q (%s): ", e.closure, e.describe()) + fmt.Sprintf(format, args...)})
+		group, _, _ := strings.Cut(e.how, ", ctx")
+		out = append(out, ledgerViolation{kind, fmt.Sprintf("closure %q (%s): ", e.closure, e.describe()) + fmt.Sprintf(format, args...), group})
 	}
 	for _, e := range l.order {
 		if len(e.results) == 0 {
