@@ -1,0 +1,721 @@
+package mdclient_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mdclient/mdclient"
+)
+
+// The test kit of the randomized tests (chaos_test.go): a ledger of requests, results and
+// what subscribers received, and a recording slog.Handler.
+
+// ledger records every request a test makes (each under a unique Closure), every result
+// that comes back and every message a subscriber receives, and checks the contract's
+// promises against them once the run is over (check):
+//
+//   - exactly one result per request: never zero, never two, and on the channel the request
+//     named;
+//   - every result's Err wraps the sentinel of its status: ErrFailed for FAILED, ErrTimeout
+//     for TIMEOUT, ErrDenied, ErrNoSubscriber; nil for OK;
+//   - FAILED means not published: no subscriber ever received a message whose result was
+//     NOTIFY_PUBLISH_FAILED;
+//   - OK means published: a subscriber of the server that answered received it, except for
+//     messages that a broker may have lost itself (see lost);
+//   - a QoSStandard message is never sent twice, so it reaches subscribers at most once;
+//   - bad input is FAILED wrapping ErrInvalidMessage; a context already done when the call
+//     is made sends nothing (FAILED); a call made after Close returned is FAILED wrapping
+//     ErrClosed.
+//
+// Each message's payload names its request (payload), so a subscriber's receipt is matched
+// to its request whatever the topic. All methods are safe for concurrent use.
+type ledger struct {
+	tag     string // this run's mark at the start of every payload
+	watched string // subjects with this prefix reach the subscribers of every broker
+	// refusals: the servers may refuse a publish with a PUBACK failure code, so a FAILED
+	// result may carry one instead of a sentinel (see allowRefusals).
+	refusals bool
+	start    time.Time // times are reported relative to it
+
+	mu       sync.Mutex
+	entries  map[string]*ledgerEntry // by closure
+	order    []*ledgerEntry          // in registration order
+	pending  int                     // entries without a result
+	problems []ledgerViolation       // found while recording
+	servers  map[string]string       // server address (as the client names it) → broker
+	subs     map[string]string       // subscriber → the broker it is attached to
+	losses   []ledgerLoss
+	markers  map[string]time.Time // subscriber → when it received its quiescence marker
+	strays   int                  // receipts that are not this run's (other tags)
+	receipts int                  // receipts of this run's messages
+	exempt   int                  // OK results check found unreceived but excused by a loss
+
+	resultIn chan struct{} // capacity 1: a result was recorded
+	received chan struct{} // capacity 1: a subscriber received something
+}
+
+// ledgerEntry is one request.
+type ledgerEntry struct {
+	closure  string
+	seq      int
+	subject  string
+	qos      mdclient.QoS
+	size     int
+	how      string                      // how it was made: API, channel, context, for messages
+	ch       chan mdclient.PublishResult // the Result channel it named; nil for Publish
+	invalid  bool                        // the message is bad input
+	ctxDone  bool                        // its context was done before the call
+	after    bool                        // the call began after Close had returned
+	calledAt time.Duration
+	due      time.Time // see ledgerRequest.due
+	// returnedAt is when PublishAsync returned (see returned); zero before.
+	returnedAt time.Time
+	results    []ledgerResult
+	got        []ledgerReceipt
+}
+
+type ledgerResult struct {
+	res mdclient.PublishResult
+	at  time.Duration
+	via string                      // the reader that took it
+	ch  chan mdclient.PublishResult // the channel it arrived on; nil for Publish
+}
+
+type ledgerReceipt struct {
+	sub, broker, topic string
+	at                 time.Duration
+}
+
+// ledgerLoss says that broker may have lost messages it acknowledged at or after from: it
+// was SIGKILLed (mosquitto acknowledges a QoS 1 message once queued for its subscribers,
+// and what it still queues dies with it) or closed (the embedded broker routes to its
+// subscriptions just after the PUBACK, and Close discards what they still queue).
+type ledgerLoss struct {
+	broker string
+	from   time.Time
+	why    string
+}
+
+// ledgerViolation is one broken promise: its kind (for grouping) and what happened.
+type ledgerViolation struct {
+	kind, text string
+	group      string // how the request was made (its API, channel and timing), for grouping; may be ""
+}
+
+func (v ledgerViolation) String() string { return v.kind + ": " + v.text }
+
+// ledgerPayloadSep separates the fields of a payload: tag, closure, padding.
+const ledgerPayloadSep = '|'
+
+// newLedger returns a ledger for a run marked tag, whose subscribers receive every subject
+// that starts with watched.
+func newLedger(tag, watched string) *ledger {
+	return &ledger{
+		tag:      tag,
+		watched:  watched,
+		start:    time.Now(),
+		entries:  make(map[string]*ledgerEntry),
+		servers:  make(map[string]string),
+		subs:     make(map[string]string),
+		markers:  make(map[string]time.Time),
+		resultIn: make(chan struct{}, 1),
+		received: make(chan struct{}, 1),
+	}
+}
+
+// since is t relative to the ledger's start.
+func (l *ledger) since(t time.Time) time.Duration { return t.Sub(l.start).Round(time.Microsecond) }
+
+// payload returns the content of the request closure: "tag|closure|" and pad bytes.
+func (l *ledger) payload(closure string, pad int) []byte {
+	b := make([]byte, 0, len(l.tag)+len(closure)+2+pad)
+	b = append(b, l.tag...)
+	b = append(b, ledgerPayloadSep)
+	b = append(b, closure...)
+	b = append(b, ledgerPayloadSep)
+	for i := range pad {
+		b = append(b, 'a'+byte(i%26))
+	}
+	return b
+}
+
+// markerPayload is the content of the quiescence marker for subscriber sub.
+func (l *ledger) markerPayload(sub string) []byte {
+	return []byte("marker" + string(ledgerPayloadSep) + l.tag + string(ledgerPayloadSep) + sub)
+}
+
+// allowRefusals tells the ledger that the servers may refuse publishes with a PUBACK
+// failure code (≥ 0x80): a FAILED result naming such a code then counts as not published.
+// Without it, every FAILED result must wrap a sentinel that says the message was never
+// sent.
+func (l *ledger) allowRefusals() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.refusals = true
+}
+
+// server names the broker behind a server address, so that an OK from it is looked for at
+// that broker's subscriber.
+func (l *ledger) server(addr, broker string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.servers[addr] = broker
+}
+
+// subscriber names the broker a subscriber is attached to.
+func (l *ledger) subscriber(sub, broker string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.subs[sub] = broker
+}
+
+// lost records that broker may have lost messages it acknowledged at or after from.
+func (l *ledger) lost(broker string, from time.Time, why string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.losses = append(l.losses, ledgerLoss{broker: broker, from: from, why: why})
+}
+
+// ledgerRequest describes a request about to be made.
+type ledgerRequest struct {
+	how     string
+	ch      chan mdclient.PublishResult // the Result channel named (nil: Publish, or the client's own)
+	invalid bool
+	ctxDone bool
+	after   bool
+	// due is when the outcome is due at the latest: the context's deadline, or the call
+	// plus the publish timeout; zero when the test does not know.
+	due time.Time
+}
+
+// add registers the request for m before the call is made. m.Closure must be unique.
+func (l *ledger) add(m *mdclient.Message, req ledgerRequest) *ledgerEntry {
+	now := time.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, dup := l.entries[m.Closure]; dup {
+		panic("ledger: closure " + m.Closure + " used twice")
+	}
+	e := &ledgerEntry{
+		closure: m.Closure, seq: len(l.order), subject: m.Subject, qos: m.QoS, size: len(m.Content),
+		how: req.how, ch: req.ch, invalid: req.invalid, ctxDone: req.ctxDone, after: req.after,
+		calledAt: l.since(now), due: req.due,
+	}
+	l.entries[m.Closure] = e
+	l.order = append(l.order, e)
+	l.pending++
+	return e
+}
+
+// returned tells the ledger which channel PublishAsync returned for e; it must be the one
+// e named, when it named one.
+func (l *ledger) returned(e *ledgerEntry, ch <-chan mdclient.PublishResult) {
+	now := time.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e.returnedAt = now
+	if e.ch == nil || ch == (<-chan mdclient.PublishResult)(e.ch) {
+		return
+	}
+	l.problems = append(l.problems, ledgerViolation{kind: "wrong-channel", text: fmt.Sprintf("closure %q (%s): PublishAsync returned a channel other than its Result channel", e.closure, e.how)})
+}
+
+// result records r, which the reader via took from ch.
+func (l *ledger) result(via string, ch chan mdclient.PublishResult, r mdclient.PublishResult) {
+	now := time.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e, ok := l.entries[r.Closure]
+	if !ok {
+		l.problems = append(l.problems, ledgerViolation{kind: "unknown-result", text: fmt.Sprintf("reader %s got a result for closure %q, which no request had: %s", via, r.Closure, describeResult(r))})
+		return
+	}
+	l.record(e, ledgerResult{res: r, at: l.since(now), via: via, ch: ch})
+}
+
+// published records what Publish returned for e.
+func (l *ledger) published(e *ledgerEntry, st mdclient.Status, err error) {
+	now := time.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if (st == mdclient.NotifyPublishOK) != (err == nil) {
+		l.problems = append(l.problems, ledgerViolation{kind: "publish-return", text: fmt.Sprintf("closure %q (%s): Publish returned (%s, %v); it must return (OK, nil) or another status with an error", e.closure, e.how, st, err)})
+	}
+	l.record(e, ledgerResult{res: mdclient.PublishResult{Status: st, Closure: e.closure, Err: err}, at: l.since(now), via: "Publish"})
+}
+
+// record adds a result to e; l.mu is held.
+func (l *ledger) record(e *ledgerEntry, lr ledgerResult) {
+	e.results = append(e.results, lr)
+	switch len(e.results) {
+	case 1:
+		l.pending--
+		select {
+		case l.resultIn <- struct{}{}:
+		default:
+		}
+	case 2:
+		l.problems = append(l.problems, ledgerViolation{kind: "two-results", text: fmt.Sprintf("closure %q (%s): a second result %s at +%v via %s; the first was %s at +%v via %s",
+			e.closure, e.how, describeResult(lr.res), lr.at, lr.via, describeResult(e.results[0].res), e.results[0].at, e.results[0].via)})
+	}
+	if e.ch != nil && lr.ch != nil && lr.ch != e.ch {
+		l.problems = append(l.problems, ledgerViolation{kind: "wrong-channel", text: fmt.Sprintf("closure %q (%s): its result %s arrived on another request's channel (reader %s)", e.closure, e.how, describeResult(lr.res), lr.via)})
+	}
+}
+
+// receipt records that subscriber sub received payload on topic.
+func (l *ledger) receipt(sub, topic string, payload []byte) {
+	now := time.Now()
+	defer func() {
+		select {
+		case l.received <- struct{}{}:
+		default:
+		}
+	}()
+	tag, rest, ok := bytes.Cut(payload, []byte{ledgerPayloadSep})
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if ok && string(tag) == "marker" {
+		mtag, msub, _ := bytes.Cut(rest, []byte{ledgerPayloadSep})
+		if string(mtag) == l.tag && string(msub) == sub {
+			if _, seen := l.markers[sub]; !seen {
+				l.markers[sub] = now
+			}
+		}
+		return
+	}
+	if !ok || string(tag) != l.tag {
+		l.strays++
+		return
+	}
+	closure, _, _ := bytes.Cut(rest, []byte{ledgerPayloadSep})
+	e, known := l.entries[string(closure)]
+	if !known {
+		l.problems = append(l.problems, ledgerViolation{kind: "unknown-receipt", text: fmt.Sprintf("subscriber %s received closure %q on %q, which no request had", sub, closure, topic)})
+		return
+	}
+	l.receipts++
+	e.got = append(e.got, ledgerReceipt{sub: sub, broker: l.subs[sub], topic: topic, at: l.since(now)})
+}
+
+// markerSeen reports whether sub has received its quiescence marker.
+func (l *ledger) markerSeen(sub string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	_, ok := l.markers[sub]
+	return ok
+}
+
+// Received is pinged (capacity 1) whenever a subscriber receives anything.
+func (l *ledger) Received() <-chan struct{} { return l.received }
+
+// waitResults waits until every request registered so far has a result, or deadline.
+// It returns the number still without one.
+func (l *ledger) waitResults(deadline time.Time) int {
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+	for {
+		l.mu.Lock()
+		n := l.pending
+		l.mu.Unlock()
+		if n == 0 {
+			return 0
+		}
+		select {
+		case <-l.resultIn:
+		case <-timer.C:
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			return l.pending
+		}
+	}
+}
+
+// dueBefore counts the requests naming ch whose PublishAsync call had returned before t
+// and whose outcome was due (ledgerRequest.due) at least margin before t: results that
+// exist by t, delivered into ch or waiting for it.
+func (l *ledger) dueBefore(ch chan mdclient.PublishResult, t time.Time, margin time.Duration) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, e := range l.order {
+		if e.ch == ch && !e.returnedAt.IsZero() && e.returnedAt.Before(t) && !e.due.IsZero() && e.due.Add(margin).Before(t) {
+			n++
+		}
+	}
+	return n
+}
+
+// ledgerLossWindow is how long before a broker's death its acknowledgements count as
+// possibly lost: mochi routes to its subscriptions microseconds after the PUBACK, and
+// mosquitto_sub reads as fast as mosquitto sends; two seconds cover a loaded machine
+// under -race many times over.
+const ledgerLossWindow = 2 * time.Second
+
+// check returns every broken promise, in the order of the requests, after the problems
+// found while recording. Call it once results and receipts are all in.
+func (l *ledger) check() []ledgerViolation {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := append([]ledgerViolation(nil), l.problems...)
+	l.exempt = 0
+	bad := func(e *ledgerEntry, kind, format string, args ...any) {
+		group, _, _ := strings.Cut(e.how, ", ctx")
+		out = append(out, ledgerViolation{kind, fmt.Sprintf("closure %q (%s): ", e.closure, e.describe()) + fmt.Sprintf(format, args...), group})
+	}
+	for _, e := range l.order {
+		if len(e.results) == 0 {
+			bad(e, "no-result", "no result at all (called at +%v)", e.calledAt)
+			continue
+		}
+		first := e.results[0]
+		r := first.res
+		if r.Closure != e.closure {
+			bad(e, "closure", "result %s carries closure %q", describeResult(r), r.Closure)
+		}
+		if err := sentinelMismatch(r); err != "" {
+			bad(e, "sentinel", "result %s at +%v: %s", describeResult(r), first.at, err)
+		}
+		failedWith := func(sentinels ...error) bool {
+			if r.Status != mdclient.NotifyPublishFailed {
+				return false
+			}
+			for _, s := range sentinels {
+				if errors.Is(r.Err, s) {
+					return true
+				}
+			}
+			return false
+		}
+		switch {
+		case e.invalid:
+			// Bad input is refused before anything else is looked at; a call after Close
+			// or with a done context may say so instead.
+			also := []error{mdclient.ErrInvalidMessage}
+			if e.after {
+				also = append(also, mdclient.ErrClosed)
+			}
+			if e.ctxDone {
+				also = append(also, mdclient.ErrTimeout)
+			}
+			if !failedWith(also...) {
+				bad(e, "invalid-accepted", "bad input got %s at +%v; want FAILED wrapping ErrInvalidMessage before anything is sent", describeResult(r), first.at)
+			}
+		case e.after:
+			also := []error{mdclient.ErrClosed}
+			if e.ctxDone {
+				also = append(also, mdclient.ErrTimeout)
+			}
+			if !failedWith(also...) {
+				bad(e, "after-close", "called after Close had returned, got %s at +%v; want FAILED wrapping ErrClosed", describeResult(r), first.at)
+			}
+		case e.ctxDone:
+			if r.Status != mdclient.NotifyPublishFailed {
+				bad(e, "done-context-sent", "its context was done before the call, so nothing may be sent; got %s at +%v", describeResult(r), first.at)
+			}
+		}
+		if r.Status == mdclient.NotifyPublishDenied {
+			bad(e, "denied", "got %s at +%v although every server of the test lets the token publish", describeResult(r), first.at)
+		}
+		if r.Status == mdclient.NotifyPublishFailed && !knownUnpublished(r.Err, l.refusals) {
+			bad(e, "failed-cause", "result %s at +%v: FAILED only when the client knows the message was not published "+
+				"(its context or Close came first, bad input, too large, or a PUBACK failure code), and this error says none of that",
+				describeResult(r), first.at)
+		}
+		if r.Status == mdclient.NotifyPublishFailed && len(e.got) > 0 {
+			bad(e, "failed-but-published"+causeName(r.Err), "result %s at +%v, but %s: FAILED must mean not published", describeResult(r), first.at, describeReceipts(e.got))
+		}
+		if e.qos == mdclient.QoSStandard && len(e.got) > 1 {
+			bad(e, "standard-twice", "QoSStandard (never sent twice) reached subscribers %d times: %s", len(e.got), describeReceipts(e.got))
+		}
+		if r.Status == mdclient.NotifyPublishOK && strings.HasPrefix(e.subject, l.watched) {
+			broker := l.servers[r.Server]
+			found := false
+			for _, g := range e.got {
+				if broker == "" || g.broker == broker {
+					found = true
+				}
+			}
+			if !found && l.mayHaveLost(broker, l.start.Add(first.at)) {
+				l.exempt++
+			} else if !found {
+				where := "a subscriber"
+				if broker != "" {
+					where = "the subscriber of broker " + broker
+				}
+				bad(e, "ok-not-received", "result %s at +%v, but %s never received it (%s)", describeResult(r), first.at, where, describeReceipts(e.got))
+			}
+		}
+	}
+	return out
+}
+
+// excused returns how many OK results the last check found unreceived and excused,
+// because their broker may have lost them (see lost).
+func (l *ledger) excused() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.exempt
+}
+
+// mayHaveLost reports whether broker may have lost a message whose result was read at
+// read: the acknowledgement came before that, so within the loss window only if read is
+// at most ledgerLossWindow before the loss began (or after it). l.mu is held.
+func (l *ledger) mayHaveLost(broker string, read time.Time) bool {
+	for _, x := range l.losses {
+		if (broker == "" || x.broker == broker) && !read.Before(x.from.Add(-ledgerLossWindow)) {
+			return true
+		}
+	}
+	return false
+}
+
+// pubackFailure matches the reason code of a PUBACK failure (0x80 and above) in an error.
+var pubackFailure = regexp.MustCompile(`0x[89a-fA-F][0-9a-fA-F]\b`)
+
+// knownUnpublished reports whether a FAILED result's error gives a reason the contract
+// accepts for "not published": the context or Close came first (never written), no
+// server, bad input or too large, or (when refusals) the server refused it with a PUBACK
+// code >= 0x80, which the error names.
+func knownUnpublished(err error, refusals bool) bool {
+	for _, s := range []error{mdclient.ErrTimeout, mdclient.ErrNoServers, mdclient.ErrClosed, mdclient.ErrInvalidMessage, mdclient.ErrMessageTooLarge} {
+		if errors.Is(err, s) {
+			return true
+		}
+	}
+	return refusals && err != nil && pubackFailure.MatchString(err.Error())
+}
+
+// sentinelMismatch says how r's error fails to wrap the sentinel of its status, or "".
+func sentinelMismatch(r mdclient.PublishResult) string {
+	var want error
+	switch r.Status {
+	case mdclient.NotifyPublishOK:
+		if r.Err != nil {
+			return "OK with a non-nil error"
+		}
+		return ""
+	case mdclient.NotifyPublishFailed:
+		want = mdclient.ErrFailed
+	case mdclient.NotifyPublishTimeout:
+		want = mdclient.ErrTimeout
+	case mdclient.NotifyPublishDenied:
+		want = mdclient.ErrDenied
+	case mdclient.NotifyPublishNoSubscriber:
+		want = mdclient.ErrNoSubscriber
+	default:
+		return fmt.Sprintf("status %q is not a publish outcome", r.Status)
+	}
+	if !errors.Is(r.Err, want) {
+		return fmt.Sprintf("its error does not wrap %q", want)
+	}
+	return ""
+}
+
+// ledgerCounts is a summary of a run.
+type ledgerCounts struct {
+	Requests, Receipts, Strays int
+	Status                     map[mdclient.Status]int
+	// Kinds counts results by status and first wrapped cause, e.g. "FAILED/closed".
+	Kinds map[string]int
+}
+
+func (l *ledger) counts() ledgerCounts {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	c := ledgerCounts{Requests: len(l.order), Receipts: l.receipts, Strays: l.strays,
+		Status: map[mdclient.Status]int{}, Kinds: map[string]int{}}
+	for _, e := range l.order {
+		if len(e.results) == 0 {
+			c.Kinds["none"]++
+			continue
+		}
+		r := e.results[0].res
+		c.Status[r.Status]++
+		c.Kinds[shortStatus(r.Status)+causeName(r.Err)]++
+	}
+	return c
+}
+
+func (c ledgerCounts) String() string {
+	keys := make([]string, 0, len(c.Kinds))
+	for k := range c.Kinds {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d requests, %d receipts:", c.Requests, c.Receipts)
+	for _, k := range keys {
+		fmt.Fprintf(&b, " %s=%d", k, c.Kinds[k])
+	}
+	return b.String()
+}
+
+func shortStatus(s mdclient.Status) string { return strings.TrimPrefix(string(s), "NOTIFY_PUBLISH_") }
+
+// causeName names the most telling sentinel r's error wraps, as "/name", or "".
+func causeName(err error) string {
+	for _, s := range []struct {
+		err  error
+		name string
+	}{
+		{mdclient.ErrInvalidMessage, "invalid"}, {mdclient.ErrMessageTooLarge, "too-large"},
+		{mdclient.ErrClosed, "closed"}, {mdclient.ErrNoServers, "no-servers"}, {mdclient.ErrTimeout, "timeout"},
+	} {
+		if errors.Is(err, s.err) {
+			return "/" + s.name
+		}
+	}
+	if err != nil && !errors.Is(err, mdclient.ErrNoSubscriber) {
+		return "/other"
+	}
+	return ""
+}
+
+func (e *ledgerEntry) describe() string {
+	q := "QoSGuaranteed"
+	if e.qos == mdclient.QoSStandard {
+		q = "QoSStandard"
+	}
+	return fmt.Sprintf("%s, %s, subject %q, %d bytes, called at +%v", e.how, q, e.subject, e.size, e.calledAt)
+}
+
+func describeResult(r mdclient.PublishResult) string {
+	s := shortStatus(r.Status)
+	if r.Server != "" {
+		s += " from " + r.Server
+	}
+	if r.Err != nil {
+		s += fmt.Sprintf(" (%v)", r.Err)
+	}
+	return s
+}
+
+func describeReceipts(got []ledgerReceipt) string {
+	if len(got) == 0 {
+		return "received by no subscriber"
+	}
+	parts := make([]string, len(got))
+	for i, g := range got {
+		parts[i] = fmt.Sprintf("subscriber %s (broker %s) received it on %q at +%v", g.sub, g.broker, g.topic, g.at)
+	}
+	return strings.Join(parts, "; ")
+}
+
+// logRecorder is a slog.Handler that keeps every record at every level, for tests that
+// look at what the client logged. Handlers made by WithAttrs and WithGroup share the
+// records of the one they came from. Safe for concurrent use.
+type logRecorder struct {
+	store  *logStore
+	prefix string      // group prefix, with a trailing dot
+	attrs  []slog.Attr // from WithAttrs, keys already prefixed
+}
+
+type logStore struct {
+	mu   sync.Mutex
+	recs []logRecord
+}
+
+// logRecord is one record, flattened.
+type logRecord struct {
+	Time  time.Time
+	Level slog.Level
+	Msg   string
+	Attrs map[string]string // group-qualified keys; values printed with %v
+}
+
+func (r logRecord) String() string {
+	keys := make([]string, 0, len(r.Attrs))
+	for k := range r.Attrs {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %v %s", r.Time.Format("15:04:05.000000"), r.Level, r.Msg)
+	for _, k := range keys {
+		fmt.Fprintf(&b, " %s=%s", k, r.Attrs[k])
+	}
+	return b.String()
+}
+
+func newLogRecorder() *logRecorder { return &logRecorder{store: &logStore{}} }
+
+// Logger returns a logger writing to h.
+func (h *logRecorder) Logger() *slog.Logger { return slog.New(h) }
+
+func (h *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
+
+func (h *logRecorder) Handle(_ context.Context, r slog.Record) error {
+	rec := logRecord{Time: r.Time, Level: r.Level, Msg: r.Message, Attrs: map[string]string{}}
+	var add func(prefix string, a slog.Attr)
+	add = func(prefix string, a slog.Attr) {
+		v := a.Value.Resolve()
+		if v.Kind() == slog.KindGroup {
+			p := prefix
+			if a.Key != "" {
+				p += a.Key + "."
+			}
+			for _, g := range v.Group() {
+				add(p, g)
+			}
+			return
+		}
+		rec.Attrs[prefix+a.Key] = fmt.Sprint(v.Any())
+	}
+	for _, a := range h.attrs {
+		add("", a)
+	}
+	r.Attrs(func(a slog.Attr) bool {
+		add(h.prefix, a)
+		return true
+	})
+	h.store.mu.Lock()
+	h.store.recs = append(h.store.recs, rec)
+	h.store.mu.Unlock()
+	return nil
+}
+
+func (h *logRecorder) WithAttrs(attrs []slog.Attr) slog.Handler {
+	n := &logRecorder{store: h.store, prefix: h.prefix, attrs: append([]slog.Attr(nil), h.attrs...)}
+	for _, a := range attrs {
+		a.Key = h.prefix + a.Key
+		n.attrs = append(n.attrs, a)
+	}
+	return n
+}
+
+func (h *logRecorder) WithGroup(name string) slog.Handler {
+	if name == "" {
+		return h
+	}
+	return &logRecorder{store: h.store, prefix: h.prefix + name + ".", attrs: h.attrs}
+}
+
+// Records returns a copy of what was logged so far.
+func (h *logRecorder) Records() []logRecord {
+	h.store.mu.Lock()
+	defer h.store.mu.Unlock()
+	return append([]logRecord(nil), h.store.recs...)
+}
+
+// Tail formats the last n records, for failure messages.
+func (h *logRecorder) Tail(n int) string {
+	recs := h.Records()
+	if len(recs) > n {
+		recs = recs[len(recs)-n:]
+	}
+	var b strings.Builder
+	for _, r := range recs {
+		b.WriteString("\n  ")
+		b.WriteString(r.String())
+	}
+	return b.String()
+}
