@@ -8,8 +8,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"runtime"
 	"sort"
 	"strings"
@@ -24,6 +22,7 @@ import (
 	"github.com/mdclient/mdclient/internal/fakebroker"
 	"github.com/mdclient/mdclient/internal/faultproxy"
 	"github.com/mdclient/mdclient/internal/mosquittotest"
+	"github.com/mdclient/mdclient/internal/testproc"
 	"github.com/mdclient/mdclient/mdtest"
 )
 
@@ -132,15 +131,8 @@ func chaosHaveMosquitto(t *testing.T) bool {
 }
 
 func chaosHaveTool(name string) bool {
-	if _, err := exec.LookPath(name); err == nil {
-		return true
-	}
-	for _, dir := range []string{"/usr/sbin", "/usr/local/sbin", "/usr/bin", "/usr/local/bin"} {
-		if fi, err := os.Stat(filepath.Join(dir, name)); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
-			return true
-		}
-	}
-	return false
+	_, err := testproc.LookTool(name)
+	return err == nil
 }
 
 // chaosBroker is one broker of a run's world.
@@ -1340,24 +1332,6 @@ func failViolations(t *testing.T, led *ledger) {
 	}
 }
 
-// TestChaosReproDoneContextSent: "A context that is already done when PublishAsync is
-// called sends nothing" (§3). Publishes with an already cancelled context to a healthy
-// broker: each must be FAILED, and none may reach the subscriber.
-func TestChaosReproDoneContextSent(t *testing.T) {
-	w := newReproWorld(t, false)
-	c := newClient(t, allowToken, []string{w.addr})
-	w.flush(t, c) // connected, writer idle
-	done, cancel := context.WithCancel(context.Background())
-	cancel()
-	const n = 20
-	for i := range n {
-		m, e := w.message(fmt.Sprintf("done-%d", i), chaosTopic+"done", 10, mdclient.QoSGuaranteed, ledgerRequest{how: "Publish", ctxDone: true})
-		st, err := c.Publish(done, m)
-		w.led.published(e, st, err)
-	}
-	w.flush(t, c)
-	failViolations(t, w.led)
-}
 
 // TestChaosReproExpiredInBatchSent: "a request whose context ends while it sits in a
 // batch not yet handed over is taken out of it, or counted as written" and "FAILED means
@@ -1455,134 +1429,9 @@ func TestChaosReproStandardLostFailed(t *testing.T) {
 	}
 }
 
-// TestChaosReproControlCharSubject: "Bad input never reaches the wire: ... a subject with
-// ... a control character (U+0001–U+001F, U+007F–U+009F) or a Unicode noncharacter ...
-// gets FAILED with ErrInvalidMessage before anything is sent" (§3).
-func TestChaosReproControlCharSubject(t *testing.T) {
-	w := newReproWorld(t, false)
-	c := newClient(t, allowToken, []string{w.addr})
-	for i, subject := range []string{chaosTopic + "tab\tx", chaosTopic + "nel\u0085x", chaosTopic + "del\x7fx", chaosTopic + "nonchar\ufffex", chaosTopic + "soh\x01x"} {
-		m, e := w.message(fmt.Sprintf("bad-%d", i), subject, 10, mdclient.QoSGuaranteed, ledgerRequest{how: "Publish", invalid: true})
-		st, err := c.Publish(ctxTimeout(t, 10*time.Second), m)
-		w.led.published(e, st, err)
-	}
-	w.flush(t, c)
-	failViolations(t, w.led)
-}
 
-// TestChaosReproAfterCloseUnbuffered: "Close stops accepting (later calls get
-// FAILED/ErrClosed, delivered like any result, also on an unbuffered channel the caller
-// reads after the call)" (§3).
-func TestChaosReproAfterCloseUnbuffered(t *testing.T) {
-	srv := embedded(t)
-	c := mdclient.NewClient()
-	c.SetEntitlementToken(allowToken)
-	if err := c.SetServers([]string{srv.TCPAddr()}); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Close(); err != nil {
-		t.Fatal(err)
-	}
-	ch := make(chan mdclient.PublishResult)
-	c.PublishAsync(context.Background(), mdclient.PublishRequest{Message: mdclient.Message{Subject: "a/b", Closure: "late"}, Result: ch})
-	select {
-	case r := <-ch:
-		if r.Status != mdclient.NotifyPublishFailed || !errors.Is(r.Err, mdclient.ErrClosed) {
-			t.Errorf("a call after Close got %s, want FAILED wrapping ErrClosed", describeResult(r))
-		}
-	case <-time.After(2 * time.Second):
-		t.Error("a call after Close with an unbuffered Result channel read after the call: no result within 2 s")
-	}
-}
 
-// TestChaosReproResultsDroppedAtClose: "A caller who keeps reading its Result channel
-// receives every result, also past the drain timeout; Close itself returns within the
-// drain timeout plus a documented grace of at most 1 s" (§3). The results of 200
-// answered requests wait for a channel that is read, from the moment Close is called, at
-// one result a millisecond: 0.2 s of reading, well within the grace.
-func TestChaosReproResultsDroppedAtClose(t *testing.T) {
-	srv := embedded(t)
-	c := mdclient.NewClient(mdclient.WithDrainTimeout(0))
-	c.SetEntitlementToken(allowToken)
-	if err := c.SetServers([]string{srv.TCPAddr()}); err != nil {
-		t.Fatal(err)
-	}
-	const n = 200
-	results := make(chan mdclient.PublishResult, 1)
-	for i := range n {
-		c.PublishAsync(ctxTimeout(t, 10*time.Second), mdclient.PublishRequest{Result: results,
-			Message: mdclient.Message{Subject: "a/b", Content: []byte("x"), Closure: fmt.Sprint(i)}})
-	}
-	if !chaosUntil(10*time.Second, func() bool { st := c.Stats(); return st.OK+st.NoSubscriber+st.Failed+st.Timeout == n }) {
-		t.Fatalf("the %d requests were not all answered: %+v", n, c.Stats())
-	}
-	var k atomic.Int64
-	all := make(chan struct{}) // closed once the reader has every result
-	stop := make(chan struct{})
-	readerDone := make(chan struct{})
-	go func() {
-		defer close(readerDone)
-		tick := time.NewTicker(time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-results:
-				if k.Add(1) == n {
-					close(all)
-				}
-			case <-stop:
-				return
-			}
-			<-tick.C
-		}
-	}()
-	start := time.Now()
-	if err := c.Close(); err != nil {
-		t.Errorf("Close: %v", err)
-	}
-	took := time.Since(start)
-	// Close has returned: the results are delivered or on their way to a reader that
-	// reads; 2 s is ample for the last of them.
-	wait := time.NewTimer(2 * time.Second)
-	select {
-	case <-all:
-	case <-wait.C:
-	}
-	wait.Stop()
-	close(stop)
-	<-readerDone
-	t.Logf("Close took %v; the reader got %d of %d results", took.Round(time.Millisecond), k.Load(), n)
-	if k.Load() != n {
-		t.Errorf("a reader that reads from the moment Close is called got %d of %d results (drain timeout 0, Close took %v)", k.Load(), n, took.Round(time.Millisecond))
-	}
-}
 
-// TestChaosReproSetServersWhileDialing: "Calling it again replaces the list at once: an
-// attempt to a server of the old list that is still dialing is abandoned, and the next
-// attempt goes to the new list" (§4). The old list's only server accepts the TCP
-// connection and never answers the CONNECT (connect timeout 5 s, the default).
-func TestChaosReproSetServersWhileDialing(t *testing.T) {
-	srv := embedded(t)
-	hole, err := faultproxy.New(chaosHostPort(srv.TCPAddr()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hole.Close()
-	hole.Stall()
-	c := newClient(t, allowToken, []string{"tcp://" + hole.Addr()})
-	if !chaosUntil(5*time.Second, func() bool { return hole.Accepted() > 0 }) {
-		t.Fatal("the client never dialed the first server")
-	}
-	start := time.Now()
-	if err := c.SetServers([]string{srv.TCPAddr()}); err != nil {
-		t.Fatal(err)
-	}
-	st, err := c.Publish(ctxTimeout(t, 2*time.Second), mdclient.Message{Subject: "a/b", Content: []byte("x")})
-	t.Logf("publish 2 s after SetServers to a live server: %s %v after %v", st, err, time.Since(start).Round(time.Millisecond))
-	if st != mdclient.NotifyPublishNoSubscriber {
-		t.Errorf("SetServers did not abandon the attempt still dialing the old server: a publish with a 2 s context got %s (%v)", st, err)
-	}
-}
 
 // fakebrokerAfterPublish starts a fake server that reads the client's first PUBLISH and
 // then sends frame.
@@ -1593,56 +1442,3 @@ func fakebrokerAfterPublish(frame []byte) (*fakebroker.Server, error) {
 	})
 }
 
-// TestChaosReproUnreadChannelUnbounded: "results waiting for a full or unread Result
-// channel are bounded per channel — once WithMaxQueued results (or a documented share of
-// it) wait for one channel, PublishAsync calls naming that channel wait, by their context,
-// until it drains; callers of other channels go on" (§3 Flow control). With WithMaxQueued
-// 4 and a Receive Maximum of 16, 200 calls naming a channel nobody reads must not all
-// return: at most 2×4 + 16 + 2 results may wait for it.
-func TestChaosReproUnreadChannelUnbounded(t *testing.T) {
-	srv, err := mdtest.NewServer(mdtest.WithAllowToken(allowToken), mdtest.WithReceiveMaximum(16))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	c := newClient(t, allowToken, []string{srv.TCPAddr()}, mdclient.WithMaxQueued(4))
-	const n = 200
-	unread := make(chan mdclient.PublishResult)
-	returned := make(chan int, n)
-	ctx := ctxTimeout(t, 20*time.Second)
-	go func() {
-		for i := range n {
-			c.PublishAsync(ctx, mdclient.PublishRequest{Result: unread, Message: mdclient.Message{Subject: "a/b", Closure: fmt.Sprint(i)}})
-			returned <- i
-		}
-	}()
-	// Another caller's channel is not held up meanwhile.
-	st, err := c.Publish(ctxTimeout(t, 5*time.Second), mdclient.Message{Subject: "a/c"})
-	if st != mdclient.NotifyPublishNoSubscriber {
-		t.Errorf("a caller of another channel got %s %v", st, err)
-	}
-	k := 0
-	wait := time.NewTimer(3 * time.Second)
-	for k < n {
-		select {
-		case <-returned:
-			k++
-			continue
-		case <-wait.C:
-		}
-		break
-	}
-	wait.Stop()
-	t.Logf("%d of %d calls naming an unread channel returned within 3 s", k, n)
-	if bound := 2*4 + 16 + 2; k == n {
-		t.Errorf("all %d calls naming a channel nobody reads returned, so their results all wait for it; with WithMaxQueued 4 and a window of 16 at most about %d may", n, bound)
-	}
-	// Drain, so that everything ends.
-	for got := 0; got < n; got++ {
-		select {
-		case <-unread:
-		case <-time.After(20 * time.Second):
-			t.Fatalf("%d of %d results after draining", got, n)
-		}
-	}
-}
