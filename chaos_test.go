@@ -1332,7 +1332,6 @@ func failViolations(t *testing.T, led *ledger) {
 	}
 }
 
-
 // TestChaosReproExpiredInBatchSent: "a request whose context ends while it sits in a
 // batch not yet handed over is taken out of it, or counted as written" and "FAILED means
 // not published" (§3). While the connection's writer is blocked on a stalled path with a
@@ -1429,10 +1428,6 @@ func TestChaosReproStandardLostFailed(t *testing.T) {
 	}
 }
 
-
-
-
-
 // fakebrokerAfterPublish starts a fake server that reads the client's first PUBLISH and
 // then sends frame.
 func fakebrokerAfterPublish(frame []byte) (*fakebroker.Server, error) {
@@ -1441,4 +1436,3 @@ func fakebrokerAfterPublish(frame []byte) (*fakebroker.Server, error) {
 		Frame: func(uint16) []byte { return frame },
 	})
 }
-
