@@ -26,6 +26,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/mdclient/mdclient/cluster"
+	"github.com/mdclient/mdclient/codec"
 	"github.com/mdclient/mdclient/conn"
 	"github.com/mdclient/mdclient/engine"
 )
@@ -63,9 +64,15 @@ const (
 // Subject or ReplySubject, one longer than 65535 bytes, or one holding '+', '#', U+0000,
 // a control character (U+0001–U+001F, U+007F–U+009F), a Unicode noncharacter (such as
 // U+FFFF) or invalid UTF-8 (MQTT 5 §1.5.4); a Closure over 65535 bytes with a
-// ReplySubject; an unknown QoS. So does a retained message, or any message, that the
-// server's CONNACK says it cannot take (Retain Available 0, Maximum QoS 0). One larger
-// than the server's Maximum Packet Size gets ErrMessageTooLarge.
+// ReplySubject; a user property key or value, or a ContentType, that is not valid UTF-8,
+// holds U+0000 or is over 65535 bytes; a negative Expiry or one over 2³²−1 seconds; UTF8
+// with Content that is not UTF-8; an unknown QoS. So does a retained message, or any
+// message, that the server's CONNACK says it cannot take (Retain Available 0, Maximum
+// QoS 0). One larger than the server's Maximum Packet Size, properties included, gets
+// ErrMessageTooLarge.
+//
+// The client reads Content and UserProperties until the request's result is delivered
+// and never writes them; the caller must not modify them before then.
 type Message struct {
 	Subject      string // e.g. "/sport/football/scores"; sent as the MQTT topic name
 	Content      []byte // read, never written, until the result is delivered; do not modify it before then
@@ -73,7 +80,15 @@ type Message struct {
 	Retained     bool   // the server keeps it as the subject's last message
 	QoS          QoS
 	ReplySubject string // MQTT 5 Response Topic; Closure then travels as Correlation Data
+
+	UserProperties []UserProperty // MQTT 5 User Properties, in order; a key may repeat
+	ContentType    string         // MQTT 5 Content Type, e.g. "application/json"
+	Expiry         time.Duration  // MQTT 5 Message Expiry Interval, rounded up to whole seconds; 0: none
+	UTF8           bool           // MQTT 5 Payload Format Indicator 1: Content is UTF-8 text
 }
+
+// UserProperty is an MQTT 5 User Property: a key and a value, UTF-8 strings.
+type UserProperty = codec.UserProperty
 
 // PublishRequest is a message and where its result goes.
 type PublishRequest struct {

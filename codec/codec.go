@@ -375,48 +375,59 @@ func validString(s string) bool {
 // [CheckTopicName] for the rules and for why a name is refused. It does not
 // allocate, so it can guard every publish.
 func ValidTopicName(s string) bool {
-	if len(s) == 0 || len(s) > 65535 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c >= utf8.RuneSelf || !plainTopicByte[c] {
-			return checkTopicTail(s, i) == nil
-		}
-	}
-	return true
+	return len(s) > 0 && len(s) <= 65535 && checkText(s, true) == nil
 }
 
 // CheckTopicName returns nil when s may be sent as a PUBLISH topic name, and
-// otherwise says why not: a name is 1 to 65535 bytes of well-formed UTF-8
-// (so no surrogate halves or overlong forms), without U+0000, without the
-// wildcards '+' and '#' (only topic filters hold them), and — because MQTT 5
-// §1.5.4 lets a receiver treat them as a malformed packet, and brokers such
-// as Mosquitto do and drop the connection — without control characters
-// (U+0001–U+001F, U+007F–U+009F) or Unicode noncharacters (U+FDD0–U+FDEF and
-// the last two code points of every plane, such as U+FFFF). The reason names
-// the offending character and its byte offset, never the whole name.
+// otherwise says why not: a name is 1 to 65535 bytes of text (see
+// [CheckString]) without the wildcards '+' and '#', which only topic filters
+// hold. The reason names the offending character and its byte offset, never
+// the whole name.
 func CheckTopicName(s string) error {
-	switch {
-	case len(s) == 0:
+	if len(s) == 0 {
 		return errors.New("empty")
-	case len(s) > 65535:
-		return fmt.Errorf("%d bytes, more than the 65535 a topic name may have", len(s))
 	}
+	return checkOutgoing(s, true)
+}
+
+// CheckString returns nil when s may be sent as an MQTT UTF-8 Encoded String
+// (a user property's key or value, a content type), and otherwise says why
+// not: at most 65535 bytes of well-formed UTF-8 (so no surrogate halves or
+// overlong forms) without U+0000 and — because MQTT 5 §1.5.4 lets a receiver
+// treat them as a malformed packet, and brokers such as Mosquitto do and drop
+// the connection — without control characters (U+0001–U+001F, U+007F–U+009F)
+// or Unicode noncharacters (U+FDD0–U+FDEF and the last two code points of
+// every plane, such as U+FFFF).
+func CheckString(s string) error { return checkOutgoing(s, false) }
+
+// ValidString is CheckString as a yes or no; it does not allocate.
+func ValidString(s string) bool { return len(s) <= 65535 && checkText(s, false) == nil }
+
+func checkOutgoing(s string, topic bool) error {
+	if len(s) > 65535 {
+		return fmt.Errorf("%d bytes, more than the 65535 an MQTT string may have", len(s))
+	}
+	return checkText(s, topic)
+}
+
+// checkText applies the character rules; topic adds the wildcards. Its fast
+// path scans plain ASCII and allocates nothing.
+func checkText(s string, topic bool) error {
 	for i := 0; i < len(s); i++ {
-		if c := s[i]; c >= utf8.RuneSelf || !plainTopicByte[c] {
-			return checkTopicTail(s, i)
+		if c := s[i]; c >= utf8.RuneSelf || !plainTextByte[c] || topic && (c == '+' || c == '#') {
+			return checkTextTail(s, i, topic)
 		}
 	}
 	return nil
 }
 
-// checkTopicTail checks s from byte i on, where the fast ASCII scan stopped.
-func checkTopicTail(s string, i int) error {
+// checkTextTail checks s from byte i on, where the fast ASCII scan stopped.
+func checkTextTail(s string, i int, topic bool) error {
 	for i < len(s) {
 		c := s[i]
 		if c < utf8.RuneSelf {
 			switch {
-			case c == '+' || c == '#':
+			case topic && (c == '+' || c == '#'):
 				return fmt.Errorf("the wildcard %q at byte %d", c, i)
 			case c == 0:
 				return fmt.Errorf("U+0000 at byte %d", i)
@@ -440,10 +451,10 @@ func checkTopicTail(s string, i int) error {
 	return nil
 }
 
-// plainTopicByte marks the ASCII bytes a topic name may hold as they are.
-var plainTopicByte = func() (t [utf8.RuneSelf]bool) {
+// plainTextByte marks the ASCII bytes a string may hold as they are.
+var plainTextByte = func() (t [utf8.RuneSelf]bool) {
 	for c := 0x20; c < 0x7f; c++ {
-		t[c] = c != '+' && c != '#'
+		t[c] = true
 	}
 	return t
 }()

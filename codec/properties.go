@@ -110,11 +110,12 @@ var propSpecs = [maxPropID + 1]propSpec{
 }
 
 // property is one decoded property. Numeric values are in num; String and
-// Binary values in data (for a user property, data is the key).
+// Binary values in data (for a user property, data is the key and value the value).
 type property struct {
-	id   byte
-	num  uint32
-	data []byte
+	id    byte
+	num   uint32
+	data  []byte
+	value []byte
 }
 
 // propIter walks a property block, validating each property as it goes:
@@ -184,7 +185,7 @@ func (it *propIter) next() (p property, ok bool, err error) {
 		p.data, err = it.r.binary()
 	case ptPair:
 		if p.data, err = it.r.str(); err == nil {
-			_, err = it.r.str()
+			p.value, err = it.r.str()
 		}
 	}
 	if err != nil {
@@ -223,6 +224,9 @@ const (
 // propLenString is the encoded size of a String or Binary property.
 func propLenString(n int) int { return 3 + n }
 
+// propLenPair is the encoded size of a UTF-8 String Pair property.
+func propLenPair(k, v int) int { return 5 + k + v }
+
 func appendPropU8(dst []byte, id, v byte) []byte { return append(dst, id, v) }
 
 func appendPropU16(dst []byte, id byte, v uint16) []byte {
@@ -239,4 +243,8 @@ func appendPropString(dst []byte, id byte, s string) []byte {
 
 func appendPropBinary(dst []byte, id byte, b []byte) []byte {
 	return appendBinary(append(dst, id), b)
+}
+
+func appendPropPair(dst []byte, id byte, k, v string) []byte {
+	return appendString(appendString(append(dst, id), k), v)
 }

@@ -5,20 +5,28 @@ import (
 	"slices"
 )
 
-// Publish is a PUBLISH packet. Properties it does not represent (payload
-// format, message expiry, content type, subscription identifiers, user
-// properties) are validated and skipped when decoding.
+// Publish is a PUBLISH packet. Subscription identifiers, which only a server
+// sends, are validated and skipped when decoding.
 type Publish struct {
-	Topic           string // may be empty only when TopicAlias is set
-	Payload         []byte // decoding: aliases the body; nil when empty
-	PacketID        uint16 // present only when QoS > 0
-	QoS             byte
-	Retain          bool
-	Dup             bool
-	TopicAlias      uint16 // property 0x23; 0 = absent
-	ResponseTopic   string // property 0x08; "" = absent
-	CorrelationData []byte // property 0x09; nil = absent; decoding: aliases the body
+	Topic            string // may be empty only when TopicAlias is set
+	Payload          []byte // decoding: aliases the body; nil when empty
+	PacketID         uint16 // present only when QoS > 0
+	QoS              byte
+	Retain           bool
+	Dup              bool
+	TopicAlias       uint16         // property 0x23; 0 = absent
+	ResponseTopic    string         // property 0x08; "" = absent
+	CorrelationData  []byte         // property 0x09; nil = absent; decoding: aliases the body
+	PayloadFormat    byte           // property 0x01: 1 = UTF-8 text; 0 = absent (encoding), as sent (decoding)
+	MessageExpiry    uint32         // property 0x02, in seconds, when HasMessageExpiry
+	HasMessageExpiry bool           // property 0x02 present
+	ContentType      string         // property 0x03; "" = absent
+	UserProperties   []UserProperty // property 0x26, in order; a key may repeat
 }
+
+// UserProperty is an MQTT 5 User Property: a pair of UTF-8 strings. A packet
+// may carry several, in order, and a key may repeat.
+type UserProperty struct{ Key, Value string }
 
 // publishPropsLen is the size of p's property block, without its length.
 func publishPropsLen(p *Publish) int {
@@ -31,6 +39,18 @@ func publishPropsLen(p *Publish) int {
 	}
 	if p.CorrelationData != nil {
 		n += propLenString(len(p.CorrelationData))
+	}
+	if p.PayloadFormat != 0 {
+		n += propLenU8
+	}
+	if p.HasMessageExpiry {
+		n += propLenU32
+	}
+	if p.ContentType != "" {
+		n += propLenString(len(p.ContentType))
+	}
+	for i := range p.UserProperties {
+		n += propLenPair(len(p.UserProperties[i].Key), len(p.UserProperties[i].Value))
 	}
 	return n
 }
@@ -56,8 +76,8 @@ func PublishLen(p *Publish) int {
 // AppendPublish appends p as a PUBLISH packet. For speed it does not
 // validate: the caller guarantees a valid topic name (see [ValidTopicName])
 // or an empty one with a topic alias, QoS 0..2, no Dup at QoS 0, a non-zero
-// PacketID at QoS > 0, strings and correlation data of at most 65535 bytes,
-// and PublishLen(p) <= MaxPacketSize. It allocates only when dst must grow,
+// PacketID at QoS > 0, strings (see [ValidString]) and correlation data of at
+// most 65535 bytes, PayloadFormat 0 or 1, and PublishLen(p) <= MaxPacketSize. It allocates only when dst must grow,
 // and then at most once.
 func AppendPublish(dst []byte, p *Publish) []byte {
 	rem, props := publishRemLen(p)
@@ -84,6 +104,18 @@ func AppendPublish(dst []byte, p *Publish) []byte {
 	}
 	if p.CorrelationData != nil {
 		dst = appendPropBinary(dst, propCorrelationData, p.CorrelationData)
+	}
+	if p.PayloadFormat != 0 {
+		dst = appendPropU8(dst, propPayloadFormat, p.PayloadFormat)
+	}
+	if p.HasMessageExpiry {
+		dst = appendPropU32(dst, propMessageExpiry, p.MessageExpiry)
+	}
+	if p.ContentType != "" {
+		dst = appendPropString(dst, propContentType, p.ContentType)
+	}
+	for i := range p.UserProperties {
+		dst = appendPropPair(dst, propUserProperty, p.UserProperties[i].Key, p.UserProperties[i].Value)
 	}
 	return append(dst, p.Payload...)
 }
@@ -140,6 +172,14 @@ func DecodePublish(flags byte, body []byte) (Publish, error) {
 			p.ResponseTopic = string(pr.data)
 		case propCorrelationData:
 			p.CorrelationData = pr.data
+		case propPayloadFormat:
+			p.PayloadFormat = byte(pr.num)
+		case propMessageExpiry:
+			p.MessageExpiry, p.HasMessageExpiry = pr.num, true
+		case propContentType:
+			p.ContentType = string(pr.data)
+		case propUserProperty:
+			p.UserProperties = append(p.UserProperties, UserProperty{Key: string(pr.data), Value: string(pr.value)})
 		}
 	}
 	if len(topic) == 0 && p.TopicAlias == 0 {

@@ -208,12 +208,12 @@ func TestDecodeAccepts(t *testing.T) {
 		{"PUBACK empty property block", pkt(0x40, 0x00, 0x05, 0x00, 0x00), Puback{PacketID: 5}},
 		{"PUBACK user properties", pkt(0x40, cat(b(0x00, 0x05, 0x10, byte(2*len(userProp))), userProp, userProp)...), Puback{PacketID: 5, ReasonCode: 0x10}},
 		{"DISCONNECT empty property block", pkt(0xE0, 0x00, 0x00), Disconnect{}},
-		{"PUBLISH skipped properties", pkt(0x31, cat(mqttStr("t"), b(0x10,
+		{"PUBLISH metadata and skipped subscription identifiers", pkt(0x31, cat(mqttStr("t"), b(0x10,
 			0x01, 0x01, // payload format
 			0x02, 0, 0, 0, 9, // message expiry
-			0x0B, 0x05, 0x0B, 0xFF, 0x7F, // two subscription identifiers
+			0x0B, 0x05, 0x0B, 0xFF, 0x7F, // two subscription identifiers: skipped
 			0x03, 0x00, 0x01, 'x', // content type
-		), b('p'))...), Publish{Topic: "t", Retain: true, Payload: []byte("p")}},
+		), b('p'))...), Publish{Topic: "t", Retain: true, Payload: []byte("p"), PayloadFormat: 1, MessageExpiry: 9, HasMessageExpiry: true, ContentType: "x"}},
 		{"CONNACK skipped properties", pkt(0x20, cat(b(0x00, 0x00, 0x0D,
 			0x28, 0x00, 0x29, 0x01, 0x2A, 0x00, // subscription capabilities
 			0x1A, 0x00, 0x01, 'r', // response information

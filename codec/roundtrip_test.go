@@ -51,6 +51,12 @@ func roundTripCases() []struct {
 			Topic: "sensors/ü/temp", Payload: []byte("21.5"), PacketID: 9, QoS: 1,
 			TopicAlias: 3, ResponseTopic: "reply/here", CorrelationData: []byte{9, 8, 7},
 		}},
+		{"publish/metadata", Publish{
+			Topic: "orders/eu", Payload: []byte(`{"id":1}`), PacketID: 4, QoS: 1,
+			PayloadFormat: 1, MessageExpiry: 3600, HasMessageExpiry: true, ContentType: "application/json",
+			UserProperties: []UserProperty{{"trace", "00-ab-cd-01"}, {"k", ""}, {"trace", "again"}, {"", "ü"}},
+		}},
+		{"publish/explicit zero expiry", Publish{Topic: "t", HasMessageExpiry: true}},
 		{"publish/alias only", Publish{TopicAlias: 7, Payload: []byte("x")}},
 		{"publish/empty correlation data", Publish{Topic: "t", CorrelationData: []byte{}}},
 		{"publish/two byte length", Publish{Topic: "t", Payload: bytes.Repeat([]byte{1}, 200)}},

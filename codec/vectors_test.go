@@ -2,6 +2,7 @@ package codec
 
 import (
 	"bytes"
+	"strings"
 	"testing"
 )
 
@@ -34,6 +35,20 @@ func TestVectors(t *testing.T) {
 			0x31, 0x07,
 			0x00, 0x01, 't',
 			0x03, 0x23, 0x00, 0x02, // Topic Alias 2
+		}},
+		// Written from MQTT 5.0 §2.2.2.2 and §3.3.2.3 by hand: the property identifiers,
+		// a Four Byte Integer, a UTF-8 String and a UTF-8 String Pair.
+		{"PUBLISH QoS1 metadata", Publish{Topic: "t", QoS: 1, PacketID: 1, PayloadFormat: 1, MessageExpiry: 60, HasMessageExpiry: true,
+			ContentType: "a/b", UserProperties: []UserProperty{{"k", "v"}}, Payload: []byte("x")}, []byte{
+			0x32, 0x1B,
+			0x00, 0x01, 't',
+			0x00, 0x01, // packet identifier
+			0x14,       // property length 20
+			0x01, 0x01, // Payload Format Indicator 1
+			0x02, 0x00, 0x00, 0x00, 0x3C, // Message Expiry Interval 60
+			0x03, 0x00, 0x03, 'a', '/', 'b', // Content Type
+			0x26, 0x00, 0x01, 'k', 0x00, 0x01, 'v', // User Property k=v
+			'x',
 		}},
 		{"DISCONNECT normal", Disconnect{}, []byte{0xE0, 0x00}},
 		{"DISCONNECT reason only", Disconnect{ReasonCode: 0x8E}, []byte{0xE0, 0x01, 0x8E}},
@@ -125,6 +140,17 @@ func TestMaxPacketSize(t *testing.T) {
 	h, _, n, err := Split([]byte{0x30, 0xFF, 0xFF, 0xFF, 0x7F}, 0)
 	if err != nil || n != 0 || h.Length != MaxRemainingLength {
 		t.Fatalf("Split(max header) = %+v, n %d, err %v", h, n, err)
+	}
+}
+
+func TestCheckString(t *testing.T) {
+	for s, ok := range map[string]bool{
+		"": true, "application/json; charset=utf-8": true, "a+b#c": true, "ü€𝄞": true, strings.Repeat("x", 65535): true,
+		strings.Repeat("x", 65536): false, "a\x00": false, "a\tb": false, "\x7f": false, "\u0085": false, "\uffff": false, "\xff": false,
+	} {
+		if err := CheckString(s); (err == nil) != ok || ValidString(s) != ok {
+			t.Errorf("CheckString(%.20q) = %v, ValidString %v; want ok %v", s, err, ValidString(s), ok)
+		}
 	}
 }
 

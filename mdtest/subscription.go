@@ -9,6 +9,8 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/mdclient/mdclient/codec"
 )
 
 // messagesBuffer is the capacity of the channel returned by
@@ -31,6 +33,16 @@ type Received struct {
 	// CorrelationData is the MQTT 5 Correlation Data property (nil when
 	// absent).
 	CorrelationData []byte
+	// UserProperties are the MQTT 5 User Properties, in order (nil when
+	// absent); the type is mdclient.UserProperty's.
+	UserProperties []codec.UserProperty
+	// ContentType is the MQTT 5 Content Type property ("" when absent).
+	ContentType string
+	// MessageExpiry is the MQTT 5 Message Expiry Interval in seconds (0 when
+	// absent).
+	MessageExpiry uint32
+	// PayloadFormat is the MQTT 5 Payload Format Indicator: 1 for UTF-8 text.
+	PayloadFormat byte
 }
 
 // Subscription is an in-process subscriber attached with
@@ -214,13 +226,20 @@ func (s *Server) deliver(pk packets.Packet, maxSeq uint64) {
 
 // received copies the parts of pk a Received exposes.
 func received(pk packets.Packet) Received {
-	return Received{
+	r := Received{
 		Topic:           pk.TopicName,
 		Payload:         slices.Clone(pk.Payload),
 		Retain:          pk.FixedHeader.Retain,
 		ResponseTopic:   pk.Properties.ResponseTopic,
 		CorrelationData: slices.Clone(pk.Properties.CorrelationData),
+		ContentType:     pk.Properties.ContentType,
+		MessageExpiry:   pk.Properties.MessageExpiryInterval,
+		PayloadFormat:   pk.Properties.PayloadFormat,
 	}
+	for _, p := range pk.Properties.User {
+		r.UserProperties = append(r.UserProperties, codec.UserProperty{Key: p.Key, Value: p.Val})
+	}
+	return r
 }
 
 // isSysTopic reports whether topic is one of mochi's $SYS topics.
