@@ -235,8 +235,9 @@ func (c *Client) start() {
 	c.group.Go(func() error { return c.cluster.Run(ctx) })
 }
 
-// connConfig is read by the cluster actor before each connection attempt.
-func (c *Client) connConfig() *conn.Config {
+// connConfig is called by the cluster actor before each connection attempt, within its
+// context: the token of WithTokenFunc, else SetEntitlementToken's, applies from then on.
+func (c *Client) connConfig(ctx context.Context) (*conn.Config, error) {
 	cfg := &conn.Config{
 		ClientID:       c.clientID,
 		Username:       c.opts.username,
@@ -244,16 +245,36 @@ func (c *Client) connConfig() *conn.Config {
 		ConnectTimeout: c.opts.connectTimeout,
 		TLS:            c.opts.tls,
 		Logger:         c.opts.logger,
+		Dial:           c.opts.dial,
+		HTTPHeader:     c.opts.httpHeader,
 	}
-	if t := c.token.Load(); t != nil && *t != "" {
+	var token string
+	if f := c.opts.tokenFunc; f != nil {
+		tctx, cancel := context.WithTimeout(ctx, c.opts.connectTimeout)
+		t, err := f(tctx)
+		if err == nil {
+			err = tctx.Err() // it returned, but too late
+		}
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", errTokenFunc, err)
+		}
+		token = t
+	} else if t := c.token.Load(); t != nil {
+		token = *t
+	}
+	if token != "" {
 		if c.opts.tokenInUsername {
-			cfg.Username = *t
+			cfg.Username = token
 		} else {
-			cfg.Password, cfg.HasPassword = []byte(*t), true
+			cfg.Password, cfg.HasPassword = []byte(token), true
 		}
 	}
-	return cfg
+	return cfg, nil
 }
+
+// errTokenFunc wraps the error of WithTokenFunc's function, which fails the attempt.
+var errTokenFunc = errors.New("mdclient: the token function failed")
 
 // notify turns the cluster actor's reports into Events. The buffer drops its oldest event
 // rather than wait for a caller who does not read.

@@ -1,8 +1,11 @@
 package mdclient
 
 import (
+	"context"
 	"crypto/tls"
 	"log/slog"
+	"net"
+	"net/http"
 	"time"
 )
 
@@ -55,6 +58,12 @@ type options struct {
 	notifyAfter      int
 	eventBuffer      int
 	deniedReasonCode [256]bool
+	tokenFunc        func(ctx context.Context) (string, error)
+	httpHeader       http.Header
+	dial             func(ctx context.Context, network, addr string) (net.Conn, error)
+	followRedirects  bool
+	rate             float64
+	burst            int
 }
 
 func defaults() options {
@@ -243,4 +252,34 @@ func WithDeniedReasonCodes(codes ...byte) Option {
 			}
 		}
 	}
+}
+
+// WithTokenFunc sets a function that returns the entitlement token, called before every
+// connection attempt within a context bounded by the connect timeout; its token (placed
+// as SetEntitlementToken's would be) wins over SetEntitlementToken. Use it for
+// short-lived tokens: a token that expires while connected is fetched anew for the next
+// connection. An error, or a context that ends, fails that attempt like an unreachable
+// server: reported with NotifyServerDown and counted by the reconnect policy. The token is
+// never logged. Default: none.
+func WithTokenFunc(f func(ctx context.Context) (string, error)) Option {
+	return func(o *options) { o.tokenFunc = f }
+}
+
+// WithHTTPHeader sets HTTP headers sent with every WebSocket handshake (ws://, wss://,
+// host:port), such as an Authorization header a cloud authoriser wants. The client adds
+// the WebSocket ones itself; h is cloned, so changing it later changes nothing. Default:
+// none.
+func WithHTTPHeader(h http.Header) Option {
+	h = h.Clone()
+	return func(o *options) { o.httpHeader = h }
+}
+
+// WithDialer sets how the client opens the TCP connection under every transport (tcp,
+// tls, ws, wss): the TLS and WebSocket handshakes run over what dial returns. A SOCKS5 or
+// HTTP CONNECT proxy plugs in here (golang.org/x/net/proxy's dialers have this
+// signature). Default: a net.Dialer, and for WebSocket servers the proxy that
+// HTTP_PROXY, HTTPS_PROXY and NO_PROXY name (reached with CONNECT), read at every
+// attempt; a dialer given here replaces both.
+func WithDialer(dial func(ctx context.Context, network, addr string) (net.Conn, error)) Option {
+	return func(o *options) { o.dial = dial }
 }

@@ -22,8 +22,9 @@ var errRemoved = errors.New("mdclient: server removed from the list")
 type Config struct {
 	Policy      Policy
 	NotifyAfter int // failed attempts on a server before it is reported down; at least 1
-	// Conn returns the settings for the next connection, so a new token applies from then on.
-	Conn func() *conn.Config
+	// Conn returns the settings for the next connection attempt, so that a new token
+	// applies from then on; it runs within the attempt's ctx. An error fails the attempt.
+	Conn func(ctx context.Context) (*conn.Config, error)
 	// Events carries Up and Refused to the engine, and every connection's own events.
 	Events chan<- conn.Event
 	Quit   <-chan struct{} // closed when the engine no longer reads Events
@@ -222,7 +223,12 @@ func (c *Cluster) dial(ctx context.Context, ep conn.Endpoint) (*conn.Conn, error
 	}
 	done := make(chan result, 1)
 	go func() {
-		cn, err := c.cfg.Dial(dctx, ep, c.cfg.Conn())
+		cfg, err := c.cfg.Conn(dctx)
+		if err != nil {
+			done <- result{nil, err}
+			return
+		}
+		cn, err := c.cfg.Dial(dctx, ep, cfg)
 		done <- result{cn, err}
 	}()
 	abandon := func() {

@@ -117,7 +117,7 @@ func runActor(t *testing.T, w *world, policy Policy, servers ...string) (c *Clus
 	quit := make(chan struct{})
 	c = New(Config{
 		Policy: policy,
-		Conn:   func() *conn.Config { return &conn.Config{} },
+		Conn:   func(context.Context) (*conn.Config, error) { return &conn.Config{}, nil },
 		Events: events,
 		Quit:   quit,
 		Notify: w.notify,

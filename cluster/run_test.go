@@ -35,7 +35,7 @@ func TestReconnectSchedule(t *testing.T) {
 			c := New(Config{
 				Policy:      policy,
 				NotifyAfter: 2,
-				Conn:        func() *conn.Config { return &conn.Config{} },
+				Conn:        func(context.Context) (*conn.Config, error) { return &conn.Config{}, nil },
 				Events:      events,
 				Quit:        quit,
 				Notify:      func(up bool, s string, err error) { notes = append(notes, note{up, s}) },
@@ -97,7 +97,7 @@ func TestAllRefused(t *testing.T) {
 		quit := make(chan struct{})
 		c := New(Config{
 			Policy: Policy{QuickMaxRetries: 10, QuickDelay: 10 * time.Millisecond, Interval: 10 * time.Millisecond, MaxDelay: 10 * time.Millisecond},
-			Conn:   func() *conn.Config { return &conn.Config{} },
+			Conn:   func(context.Context) (*conn.Config, error) { return &conn.Config{}, nil },
 			Events: events,
 			Quit:   quit,
 			Notify: func(bool, string, error) {},

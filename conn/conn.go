@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,6 +34,11 @@ type Config struct {
 	ConnectTimeout time.Duration // bounds dial plus CONNECT/CONNACK
 	TLS            *tls.Config   // for WSS and TLS; nil means the system roots
 	Logger         *slog.Logger
+	// Dial opens the TCP connection under every transport; nil means a net.Dialer, and
+	// for WebSocket the HTTP(S)_PROXY of the environment.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// HTTPHeader is sent with every WebSocket handshake.
+	HTTPHeader http.Header
 }
 
 // Limits are what the server announced in its CONNACK, with MQTT's defaults filled in.

@@ -1,14 +1,20 @@
 package conn
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
+	"strings"
 
 	"github.com/coder/websocket"
+	"golang.org/x/net/http/httpproxy"
+	"golang.org/x/net/proxy"
 )
 
 // Dial connects to ep over its transport and opens an MQTT connection on it, as Open
@@ -32,21 +38,66 @@ func Dial(ctx context.Context, ep Endpoint, cfg *Config) (*Conn, error) {
 	return nil, fmt.Errorf("unknown transport %v", ep.Transport)
 }
 
-func dialStream(ctx context.Context, ep Endpoint, cfg *Config) (net.Conn, error) {
-	if ep.Transport == TLS {
-		d := tls.Dialer{Config: cfg.TLS}
-		return d.DialContext(ctx, "tcp", ep.HostPort)
+// dialTCP opens a TCP connection with the configured dialer.
+func (cfg *Config) dialTCP(ctx context.Context, addr string) (net.Conn, error) {
+	if cfg.Dial != nil {
+		return cfg.Dial(ctx, "tcp", addr)
 	}
 	var d net.Dialer
-	return d.DialContext(ctx, "tcp", ep.HostPort)
+	return d.DialContext(ctx, "tcp", addr)
+}
+
+// tlsConfig is cfg.TLS for a connection to host: its server name, unless the
+// configuration names one, is the host's, so that the certificate is verified against it.
+func (cfg *Config) tlsConfig(host string) *tls.Config {
+	var c *tls.Config
+	if cfg.TLS != nil {
+		c = cfg.TLS.Clone()
+	} else {
+		c = &tls.Config{}
+	}
+	if c.ServerName == "" {
+		c.ServerName = host
+	}
+	return c
+}
+
+func dialStream(ctx context.Context, ep Endpoint, cfg *Config) (net.Conn, error) {
+	raw, err := cfg.dialTCP(ctx, ep.HostPort)
+	if err != nil || ep.Transport != TLS {
+		return raw, err
+	}
+	host, _, _ := net.SplitHostPort(ep.HostPort)
+	tc := tls.Client(raw, cfg.tlsConfig(host))
+	if err := tc.HandshakeContext(ctx); err != nil {
+		raw.Close()
+		return nil, err
+	}
+	return tc, nil
 }
 
 func dialWebSocket(ctx context.Context, ep Endpoint, cfg *Config) (*Conn, error) {
-	opts := &websocket.DialOptions{Subprotocols: []string{"mqtt"}}
-	if ep.Transport == WSS && cfg.TLS != nil {
-		tr := &http.Transport{TLSClientConfig: cfg.TLS}
-		defer tr.CloseIdleConnections()
-		opts.HTTPClient = &http.Client{Transport: tr}
+	host, _, _ := net.SplitHostPort(ep.HostPort)
+	tr := &http.Transport{
+		TLSClientConfig: cfg.tlsConfig(host),
+		DialContext:     func(ctx context.Context, _, addr string) (net.Conn, error) { return cfg.dialTCP(ctx, addr) },
+	}
+	defer tr.CloseIdleConnections()
+	if cfg.Dial == nil {
+		// A proxy from the environment is reached with CONNECT, also for ws:// (a forward
+		// HTTP proxy would have to understand the WebSocket upgrade).
+		dial, err := proxyDialer(ep)
+		if err != nil {
+			return nil, err
+		}
+		if dial != nil {
+			tr.DialContext = dial
+		}
+	}
+	opts := &websocket.DialOptions{
+		Subprotocols: []string{"mqtt"},
+		HTTPClient:   &http.Client{Transport: tr},
+		HTTPHeader:   cfg.HTTPHeader,
 	}
 	ws, resp, err := websocket.Dial(ctx, ep.URL, opts)
 	if resp != nil && resp.Body != nil {
@@ -62,6 +113,91 @@ func dialWebSocket(ctx context.Context, ep Endpoint, cfg *Config) (*Conn, error)
 	nc := websocket.NetConn(life, ws, websocket.MessageBinary)
 	return openWS(ctx, ep, nc, ws, cancel, cfg)
 }
+
+// proxyDialer returns a dialer through the proxy that HTTP_PROXY, HTTPS_PROXY and
+// NO_PROXY name for the WebSocket URL of ep (read at every attempt), or nil for none.
+func proxyDialer(ep Endpoint) (func(context.Context, string, string) (net.Conn, error), error) {
+	u, err := url.Parse(ep.URL)
+	if err != nil {
+		return nil, err
+	}
+	u.Scheme = strings.Replace(u.Scheme, "ws", "http", 1) // ws → http, wss → https
+	px, err := httpproxy.FromEnvironment().ProxyFunc()(u)
+	if err != nil || px == nil {
+		return nil, err
+	}
+	switch px.Scheme {
+	case "http", "https":
+		return func(ctx context.Context, _, addr string) (net.Conn, error) { return dialConnect(ctx, px, addr) }, nil
+	case "socks5", "socks5h":
+		d, err := proxy.FromURL(px, proxy.Direct)
+		if err != nil {
+			return nil, err
+		}
+		cd, ok := d.(proxy.ContextDialer)
+		if !ok {
+			return nil, fmt.Errorf("proxy %s: no context dialer", px.Redacted())
+		}
+		return cd.DialContext, nil
+	}
+	return nil, fmt.Errorf("proxy %s: unsupported scheme", px.Redacted())
+}
+
+// dialConnect opens a tunnel to addr through the HTTP proxy px with CONNECT.
+func dialConnect(ctx context.Context, px *url.URL, addr string) (net.Conn, error) {
+	var d net.Dialer
+	pc, err := d.DialContext(ctx, "tcp", px.Host)
+	if err != nil {
+		return nil, fmt.Errorf("proxy %s: %w", px.Redacted(), err)
+	}
+	if px.Scheme == "https" {
+		host, _, _ := net.SplitHostPort(px.Host)
+		tc := tls.Client(pc, &tls.Config{ServerName: host})
+		if err := tc.HandshakeContext(ctx); err != nil {
+			pc.Close()
+			return nil, fmt.Errorf("proxy %s: %w", px.Redacted(), err)
+		}
+		pc = tc
+	}
+	stop := context.AfterFunc(ctx, func() { pc.Close() })
+	defer stop()
+	req := "CONNECT " + addr + " HTTP/1.1\r\nHost: " + addr + "\r\n"
+	if px.User != nil {
+		pass, _ := px.User.Password()
+		req += "Proxy-Authorization: Basic " + base64.StdEncoding.EncodeToString([]byte(px.User.Username()+":"+pass)) + "\r\n"
+	}
+	if _, err := io.WriteString(pc, req+"\r\n"); err != nil {
+		pc.Close()
+		return nil, fmt.Errorf("proxy %s: %w", px.Redacted(), err)
+	}
+	br := bufio.NewReader(pc)
+	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+	if err != nil {
+		pc.Close()
+		return nil, fmt.Errorf("proxy %s: %w", px.Redacted(), err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		pc.Close()
+		return nil, fmt.Errorf("proxy %s: CONNECT %s: %s", px.Redacted(), addr, resp.Status)
+	}
+	if !stop() {
+		pc.Close()
+		return nil, context.Cause(ctx)
+	}
+	if br.Buffered() > 0 { // the server spoke first: keep what the reader holds
+		return &bufferedConn{Conn: pc, r: br}, nil
+	}
+	return pc, nil
+}
+
+// bufferedConn is a connection whose first bytes were read into r.
+type bufferedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 func openWS(ctx context.Context, ep Endpoint, nc net.Conn, ws *websocket.Conn, cancel context.CancelFunc, cfg *Config) (*Conn, error) {
 	c := newConn(ep, cfg)

@@ -191,6 +191,27 @@ func Start(t testing.TB, cfg Config) *Broker {
 	}
 }
 
+// SetPasswords rewrites the password file with users (the ACL stays); mosquitto reads it
+// when it restarts (see Restart), so that a test can change a password while clients run.
+func (b *Broker) SetPasswords(t testing.TB, users map[string]string) {
+	t.Helper()
+	var pw bytes.Buffer
+	for user, pass := range users {
+		line, err := passwordLine(user, pass)
+		if err != nil {
+			t.Fatalf("mosquittotest: %v", err)
+		}
+		pw.WriteString(line)
+	}
+	path := filepath.Join(b.dir, "passwd")
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("mosquittotest: the broker has no password file (Config.Users was empty): %v", err)
+	}
+	if err := os.WriteFile(path, pw.Bytes(), 0o600); err != nil {
+		t.Fatalf("mosquittotest: %v", err)
+	}
+}
+
 // errExited reports that mosquitto exited before its listeners were ready,
 // typically because a port was already in use.
 var errExited = errors.New("mosquitto exited before becoming ready")

@@ -18,6 +18,11 @@ import (
 )
 
 // NewTestCA writes a fresh CA and a server certificate for 127.0.0.1 signed by it into
+// TestHost is a host name the server certificate of NewTestCA is valid for besides
+// 127.0.0.1, and which no resolver knows: tests that go through a proxy name the broker
+// so (a proxy maps it to 127.0.0.1), since clients never proxy loopback addresses.
+const TestHost = "mosquitto.test"
+
 // t.TempDir() and returns the files and a pool trusting the CA.
 func NewTestCA(t testing.TB) (*TLSFiles, *x509.CertPool) {
 	t.Helper()
@@ -56,6 +61,7 @@ func NewTestCA(t testing.TB) (*TLSFiles, *x509.CertPool) {
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		DNSNames:     []string{TestHost},
 	}, ca, &key.PublicKey, caKey)
 	if err != nil {
 		t.Fatal(err)
