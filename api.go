@@ -166,6 +166,8 @@ func NewClient(opts ...Option) *Client {
 		PublishTimeout: o.publishTimeout,
 		Complete:       c.complete,
 		Logger:         o.logger,
+		Rate:           o.rate,
+		Burst:          o.burst,
 	})
 	return c
 }
@@ -221,12 +223,13 @@ func (c *Client) start() {
 			Interval:        c.opts.interval,
 			MaxDelay:        c.opts.maxDelay,
 		},
-		NotifyAfter: c.opts.notifyAfter,
-		Conn:        c.connConfig,
-		Events:      c.engine.Events(),
-		Quit:        c.engine.Quit(),
-		Notify:      c.notify,
-		Logger:      c.opts.logger,
+		NotifyAfter:     c.opts.notifyAfter,
+		FollowRedirects: c.opts.followRedirects,
+		Conn:            c.connConfig,
+		Events:          c.engine.Events(),
+		Quit:            c.engine.Quit(),
+		Notify:          c.notify,
+		Logger:          c.opts.logger,
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	c.stop = cancel

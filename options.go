@@ -283,3 +283,27 @@ func WithHTTPHeader(h http.Header) Option {
 func WithDialer(dial func(ctx context.Context, network, addr string) (net.Conn, error)) Option {
 	return func(o *options) { o.dial = dial }
 }
+
+// WithFollowRedirects makes the client follow server redirection (MQTT 5 §4.11): a CONNACK
+// or DISCONNECT with reason 0x9C (use another server) or 0x9D (server moved) and a Server
+// Reference sends the next attempt, at once, to the referenced server; with 0x9D the
+// reference also replaces that entry of the server list. At most 3 redirects are
+// followed in a row. A reference is a space-separated list, of which the first that
+// parses is taken: a server entry with a scheme ("tls://host:8883"), or a bare host:port
+// reached over the redirecting server's transport. TLS is verified against the new host.
+// The redirecting server is reported with NotifyServerDown, its Err naming the reference.
+// Default false: such a server counts as failed.
+func WithFollowRedirects(on bool) Option { return func(o *options) { o.followRedirects = on } }
+
+// WithRateLimit caps how fast publishes are written: at most perSecond per second on
+// average, with bursts of up to burst (a token bucket, kept on the client's own clock:
+// no timer per message). Requests waiting for their turn count as queued (WithMaxQueued)
+// and end by their context like any other. Default: no limit; values ≤ 0 (or a burst
+// below 1) are ignored.
+func WithRateLimit(perSecond float64, burst int) Option {
+	return func(o *options) {
+		if perSecond > 0 && burst >= 1 {
+			o.rate, o.burst = perSecond, burst
+		}
+	}
+}

@@ -3,8 +3,11 @@ package cluster
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/mdclient/mdclient/conn"
@@ -35,6 +38,9 @@ type Config struct {
 	Rand   *rand.Rand // optional; seeded at random when nil
 	// Dial is optional; conn.Dial when nil. Tests replace it to inject faults.
 	Dial func(context.Context, conn.Endpoint, *conn.Config) (*conn.Conn, error)
+	// FollowRedirects makes a Server Reference (CONNACK or DISCONNECT 0x9C, 0x9D) send the
+	// next attempt to the server it names, at most maxRedirects times in a row.
+	FollowRedirects bool
 }
 
 // Cluster is the membership actor. All of its state lives in Run's goroutine; the only way
@@ -86,6 +92,7 @@ type member struct {
 	lost     bool // its last connection was lost, or it never connected since a failure
 	refused  bool // refused our credentials since the last time every server did
 	tried    bool // tried in the current round
+	moved    bool // its endpoint came from a Server Reference (0x9D): TLS checks the new host
 }
 
 // penalty orders the servers of a round: those that have not failed lately come first.
@@ -101,120 +108,261 @@ func (m *member) penalty() int {
 // once, at once one after another, the least-failed first and by weight among equals;
 // only a new round, after every server failed, waits for the policy's delay. (So after a
 // failover a live server is reached without delay whatever failed before it.) A working
-// connection ends the round. It returns when ctx ends, after closing the live connection
-// and waiting for its goroutines.
+// connection ends the round. With FollowRedirects, a server that answers with a Server
+// Reference (CONNACK or DISCONNECT 0x9C, 0x9D) sends the next attempt there, at once. It
+// returns when ctx ends, after closing the live connection and waiting for its goroutines.
 func (c *Cluster) Run(ctx context.Context) error {
-	var members []member
-	rounds := 0 // consecutive rounds in which every server failed
-	last := -1  // index of the server used or tried last
-	replace := func(list []Server) {
-		members = make([]member, len(list))
-		for i, s := range list {
-			members[i].Server = s
-		}
-		last, rounds = -1, 0
-	}
+	r := &run{Cluster: c, last: -1}
 	for {
-		if len(members) == 0 {
+		if len(r.members) == 0 {
 			select {
 			case list := <-c.updates:
-				replace(list)
+				r.replace(list)
 				continue
 			case <-ctx.Done():
 				return nil
 			}
 		}
-		if !untried(members) {
-			rounds++
-			newRound(members)
-		}
-		if !anyTried(members) {
-			if d := c.cfg.Policy.Delay(rounds, c.cfg.Rand); d > 0 {
-				t := time.NewTimer(d)
-				select {
-				case <-t.C:
-				case list := <-c.updates:
-					t.Stop()
-					replace(list)
-					continue
-				case <-ctx.Done():
-					t.Stop()
+		// The server to try: where a redirect points, else the round's next pick.
+		var m *member // nil for a redirect's target that is not on the list
+		var ep conn.Endpoint
+		redirected := r.next != nil
+		if redirected {
+			ep, m, r.next = r.next.ep, r.next.m, nil
+		} else {
+			if !untried(r.members) {
+				r.rounds++
+				newRound(r.members)
+			}
+			if !anyTried(r.members) && !r.skipDelay {
+				if list, ok := c.sleep(ctx, c.cfg.Policy.Delay(r.rounds, c.cfg.Rand)); !ok {
 					return nil
+				} else if list != nil {
+					r.replace(list)
+					continue
 				}
 			}
+			r.skipDelay = false
+			i := pick(r.members, r.last, c.cfg.Rand)
+			r.last = i
+			r.members[i].tried = true
+			m = &r.members[i]
+			ep = m.Endpoint // m moves if the list is replaced while connected
 		}
-		i := pick(members, last, c.cfg.Rand)
-		last = i
-		members[i].tried = true
-		m := &members[i]
-		ep := m.Endpoint // m moves if the list is replaced while connected
-		cn, err, list := c.dial(ctx, ep)
+		cn, err, list := c.dial(ctx, ep, redirected || m != nil && m.moved)
 		switch {
 		case list != nil:
-			replace(list)
+			r.replace(list)
 			continue
 		case ctx.Err() != nil:
 			return nil
 		case err != nil:
-			c.failed(members, m, err)
+			if m != nil {
+				c.failed(r.members, m, err)
+			} else {
+				c.cfg.Logger.Warn("mdclient: connect failed", "server", ep.String(), "reason", err)
+				c.cfg.Notify(false, ep.String(), err)
+			}
+			r.follow(err, ep, m)
 			continue
 		}
-		connectedAt := time.Now()
-		m.failures, m.lost = 0, false
-		for j := range members {
-			members[j].refused = false
-		}
-		name := ep.String()
-		c.cfg.Logger.Info("mdclient: connected", "server", name, "receive_maximum", cn.Limits().ReceiveMaximum)
-		c.cfg.Notify(true, name, nil)
-		select {
-		case c.cfg.Events <- conn.Event{Conn: cn, Up: true}:
-		case <-c.cfg.Quit:
-			cn.Close(nil)
+		if !r.connected(ctx, cn, ep, m, redirected) {
 			return nil
 		}
-		cn.Start(c.cfg.Events, c.cfg.Quit)
-	connected:
-		for {
-			select {
-			case <-cn.Done():
-				break connected
-			case list := <-c.updates:
-				replace(list)
-				if !contains(list, ep) {
-					// The server in use is no longer listed: leave it, gracefully; what
-					// it has not acknowledged is resent on the next connection.
-					c.cfg.Logger.Info("mdclient: server removed from the list, moving", "server", name)
-					cn.Close(errRemoved)
-				}
-			case <-ctx.Done():
-				cn.Close(nil)
-				<-cn.Done()
-				return nil
-			}
-		}
-		if errors.Is(cn.Err(), conn.ErrClosed) {
-			// The engine closed it: the client is closing, and this is no server going down.
-			<-ctx.Done()
-			return nil
-		}
-		if j := index(members, ep); j >= 0 {
-			last = j // avoid it next time if it is still listed
-			members[j].lost = true
-			members[j].tried = true
-		}
-		if time.Since(connectedAt) >= stableAfter {
-			rounds = 0
-			newRound(members)
-		}
-		c.cfg.Logger.Warn("mdclient: connection lost", "server", name, "reason", cn.Err())
-		c.cfg.Notify(false, name, cn.Err())
 	}
 }
 
+// run is the state of one Run, owned by its goroutine.
+type run struct {
+	*Cluster
+	members   []member
+	rounds    int         // consecutive rounds in which every server failed
+	last      int         // index of the server used or tried last
+	next      *redirectTo // where the next attempt goes, at once; nil: the next pick
+	hops      int         // redirects followed since the last connection that was not one
+	skipDelay bool        // the next round starts without the policy's delay
+}
+
+// redirectTo is a server a Server Reference named.
+type redirectTo struct {
+	ep conn.Endpoint
+	m  *member // the list's entry it replaced (0x9D), or nil
+}
+
+func (r *run) replace(list []Server) {
+	r.members = make([]member, len(list))
+	for i, s := range list {
+		r.members[i].Server = s
+	}
+	r.last, r.rounds, r.next, r.hops = -1, 0, nil, 0
+	r.skipDelay = true // a new list is tried at once, whatever the quick delay
+}
+
+// sleep waits d, or until a new list comes (returned) or ctx ends (false).
+func (c *Cluster) sleep(ctx context.Context, d time.Duration) ([]Server, bool) {
+	if d <= 0 {
+		return nil, true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil, true
+	case list := <-c.updates:
+		return list, true
+	case <-ctx.Done():
+		return nil, false
+	}
+}
+
+// connected hands cn to the engine and waits for it to end; false means Run must return.
+// A connection that a redirect reached does not end the row of redirects: servers that
+// send the client to each other are followed maxRedirects times, then paced by the rounds.
+func (r *run) connected(ctx context.Context, cn *conn.Conn, ep conn.Endpoint, m *member, redirected bool) bool {
+	c := r.Cluster
+	connectedAt := time.Now()
+	if m != nil {
+		m.failures, m.lost = 0, false
+	}
+	if !redirected {
+		r.hops = 0
+	}
+	for j := range r.members {
+		r.members[j].refused = false
+	}
+	name := ep.String()
+	c.cfg.Logger.Info("mdclient: connected", "server", name, "receive_maximum", cn.Limits().ReceiveMaximum)
+	c.cfg.Notify(true, name, nil)
+	select {
+	case c.cfg.Events <- conn.Event{Conn: cn, Up: true}:
+	case <-c.cfg.Quit:
+		cn.Close(nil)
+		return false
+	}
+	cn.Start(c.cfg.Events, c.cfg.Quit)
+	for done := false; !done; {
+		select {
+		case <-cn.Done():
+			done = true
+		case list := <-c.updates:
+			r.replace(list)
+			if !contains(list, ep) {
+				// The server in use is no longer listed: leave it, gracefully; what it
+				// has not acknowledged is resent on the next connection.
+				c.cfg.Logger.Info("mdclient: server removed from the list, moving", "server", name)
+				cn.Close(errRemoved)
+			}
+		case <-ctx.Done():
+			cn.Close(nil)
+			<-cn.Done()
+			return false
+		}
+	}
+	if errors.Is(cn.Err(), conn.ErrClosed) {
+		// The engine closed it: the client is closing, and this is no server going down.
+		<-ctx.Done()
+		return false
+	}
+	if j := index(r.members, ep); j >= 0 {
+		r.last = j // avoid it next time if it is still listed
+		r.members[j].lost = true
+		r.members[j].tried = true
+	}
+	if time.Since(connectedAt) >= stableAfter {
+		r.rounds, r.hops = 0, 0
+		newRound(r.members)
+		// A server that says it is going away is left at once, without the quick delay.
+		var sd *conn.ServerDisconnectError
+		r.skipDelay = errors.As(cn.Err(), &sd)
+	}
+	c.cfg.Logger.Warn("mdclient: connection lost", "server", name, "reason", cn.Err())
+	c.cfg.Notify(false, name, cn.Err())
+	if j := index(r.members, ep); j >= 0 {
+		m = &r.members[j]
+	} else {
+		m = nil
+	}
+	r.follow(cn.Err(), ep, m)
+	return true
+}
+
+// maxRedirects bounds the redirects followed in a row.
+const maxRedirects = 3
+
+// follow makes the next attempt go where err's Server Reference points, if it has one
+// and redirects are followed; with 0x9D (server moved) the reference also replaces m's
+// entry of the list.
+func (r *run) follow(err error, from conn.Endpoint, m *member) {
+	if !r.cfg.FollowRedirects {
+		return
+	}
+	var ref string
+	var moved, ok bool
+	var refused *conn.RefusedError
+	var sd *conn.ServerDisconnectError
+	switch {
+	case errors.As(err, &refused):
+		ref, moved, ok = refused.Redirect()
+	case errors.As(err, &sd):
+		ref, moved, ok = sd.Redirect()
+	}
+	if !ok {
+		return
+	}
+	if r.hops >= maxRedirects {
+		r.cfg.Logger.Warn("mdclient: too many redirects in a row, not following", "server", from.String(), "reference", ref)
+		return
+	}
+	to, perr := parseReference(ref, from)
+	if perr != nil {
+		r.cfg.Logger.Warn("mdclient: cannot follow the server reference", "server", from.String(), "reason", perr)
+		return
+	}
+	r.hops++
+	r.next = &redirectTo{ep: to}
+	if moved && m != nil {
+		m.Endpoint, m.moved = to, true
+		r.next.m = m
+	}
+	r.cfg.Logger.Info("mdclient: following the server reference", "from", from.String(), "to", to.String(), "moved", moved)
+}
+
+// parseReference reads a Server Reference: a space-separated list of servers, of which
+// the first that parses is taken. An entry with a scheme is a server entry of its own;
+// a bare host:port keeps the transport (and WebSocket path) of the server it came from.
+func parseReference(ref string, from conn.Endpoint) (conn.Endpoint, error) {
+	var firstErr error
+	for _, f := range strings.Fields(ref) {
+		if !strings.Contains(f, "://") {
+			switch from.Transport {
+			case conn.WS, conn.WSS:
+				u, err := url.Parse(from.URL)
+				if err != nil {
+					return conn.Endpoint{}, err
+				}
+				f = u.Scheme + "://" + f + u.Path
+			default:
+				f = from.Transport.String() + "://" + f
+			}
+		}
+		s, err := Parse(f)
+		if err == nil {
+			return s.Endpoint, nil
+		}
+		if firstErr == nil {
+			firstErr = err
+		}
+	}
+	if firstErr == nil {
+		firstErr = fmt.Errorf("%w: an empty server reference", ErrInvalidServer)
+	}
+	return conn.Endpoint{}, firstErr
+}
+
 // dial runs one attempt, abandoning it when a new server list arrives (returned, with
-// no connection) or ctx ends.
-func (c *Cluster) dial(ctx context.Context, ep conn.Endpoint) (*conn.Conn, error, []Server) {
+// no connection) or ctx ends. A redirected attempt verifies TLS against its own host,
+// whatever server name the configuration gives.
+func (c *Cluster) dial(ctx context.Context, ep conn.Endpoint, redirected bool) (*conn.Conn, error, []Server) {
 	dctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	type result struct {
@@ -227,6 +375,10 @@ func (c *Cluster) dial(ctx context.Context, ep conn.Endpoint) (*conn.Conn, error
 		if err != nil {
 			done <- result{nil, err}
 			return
+		}
+		if redirected && cfg.TLS != nil && cfg.TLS.ServerName != "" {
+			cfg.TLS = cfg.TLS.Clone()
+			cfg.TLS.ServerName = ""
 		}
 		cn, err := c.cfg.Dial(dctx, ep, cfg)
 		done <- result{cn, err}

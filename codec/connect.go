@@ -244,6 +244,7 @@ type Connack struct {
 	ReasonString       string // property 0x1F
 	ServerKeepAlive    uint16 // property 0x13
 	HasServerKeepAlive bool
+	ServerReference    string // property 0x1C, with reason 0x9C or 0x9D: another server to use
 }
 
 // connackPropsLen is the size of c's property block, without its length.
@@ -275,6 +276,9 @@ func connackPropsLen(c *Connack) int {
 	}
 	if c.HasServerKeepAlive {
 		n += propLenU16
+	}
+	if c.ServerReference != "" {
+		n += propLenString(len(c.ServerReference))
 	}
 	return n
 }
@@ -319,6 +323,9 @@ func AppendConnack(dst []byte, c *Connack) []byte {
 	}
 	if c.HasServerKeepAlive {
 		dst = appendPropU16(dst, propServerKeepAlive, c.ServerKeepAlive)
+	}
+	if c.ServerReference != "" {
+		dst = appendPropString(dst, propServerReference, c.ServerReference)
 	}
 	return dst
 }
@@ -377,6 +384,8 @@ func DecodeConnack(body []byte) (Connack, error) {
 		case propServerKeepAlive:
 			c.ServerKeepAlive = uint16(p.num)
 			c.HasServerKeepAlive = true
+		case propServerReference:
+			c.ServerReference = string(p.data)
 		}
 	}
 	if it.has(propAuthData) && !it.has(propAuthMethod) {

@@ -41,6 +41,7 @@ func roundTripCases() []struct {
 		}},
 		{"connack/explicit zero session expiry", Connack{HasSessionExpiry: true, RetainAvailable: true}},
 		{"connack/max qos 0", Connack{HasMaximumQoS: true, RetainAvailable: true}},
+		{"connack/redirect", Connack{ReasonCode: 0x9C, ServerReference: "tcp://other:1883", RetainAvailable: true}},
 
 		{"publish/qos0", Publish{Topic: "a/b", Payload: []byte("hello")}},
 		{"publish/qos0 empty payload", Publish{Topic: "t"}},

@@ -169,7 +169,7 @@ func (c *Conn) handshake(ctx context.Context, cfg *Config) error {
 				return fmt.Errorf("%w: %w", ErrProtocol, err)
 			}
 			if ack.ReasonCode >= 0x80 {
-				return &RefusedError{Code: ack.ReasonCode, Reason: ack.ReasonString}
+				return &RefusedError{Code: ack.ReasonCode, Reason: ack.ReasonString, ServerReference: ack.ServerReference}
 			}
 			c.limits = limitsOf(&ack)
 			if ack.HasServerKeepAlive {
@@ -469,7 +469,7 @@ func (c *Conn) parse(buf *[]byte, acks []codec.Puback) ([]codec.Puback, error) {
 			if err != nil {
 				return acks, fmt.Errorf("%w: %w", ErrProtocol, err)
 			}
-			return acks, &ServerDisconnectError{Code: d.ReasonCode, Reason: d.ReasonString}
+			return acks, &ServerDisconnectError{Code: d.ReasonCode, Reason: d.ReasonString, ServerReference: d.ServerReference}
 		default:
 			return acks, fmt.Errorf("%w: unexpected packet type %d", ErrProtocol, h.Type)
 		}

@@ -3,6 +3,7 @@ package conn
 import (
 	"errors"
 	"fmt"
+	"strconv"
 )
 
 var (
@@ -20,15 +21,37 @@ var (
 // RefusedError is a CONNACK with a failure reason code: the server refused the
 // connection.
 type RefusedError struct {
-	Code   byte   // the CONNACK reason code, 0x80 or more
-	Reason string // the server's reason string, if any
+	Code            byte   // the CONNACK reason code, 0x80 or more
+	Reason          string // the server's reason string, if any
+	ServerReference string // with 0x9C (use another server) or 0x9D (server moved): where to go
 }
 
 func (e *RefusedError) Error() string {
-	if e.Reason != "" {
-		return fmt.Sprintf("connection refused: reason code 0x%02x (%s)", e.Code, e.Reason)
+	return describe("connection refused", e.Code, e.Reason, e.ServerReference)
+}
+
+// Redirect returns the server the CONNACK sends the client to: its Server Reference, with
+// reason 0x9C (use another server) or 0x9D (server moved, for good).
+func (e *RefusedError) Redirect() (ref string, moved, ok bool) {
+	return redirect(e.Code, e.ServerReference)
+}
+
+func redirect(code byte, ref string) (string, bool, bool) {
+	if (code != 0x9C && code != 0x9D) || ref == "" {
+		return "", false, false
 	}
-	return fmt.Sprintf("connection refused: reason code 0x%02x", e.Code)
+	return ref, code == 0x9D, true
+}
+
+func describe(what string, code byte, reason, ref string) string {
+	s := fmt.Sprintf("%s: reason code 0x%02x", what, code)
+	if reason != "" {
+		s += " (" + reason + ")"
+	}
+	if ref != "" {
+		s += ", server reference " + strconv.Quote(ref)
+	}
+	return s
 }
 
 // NotAuthorized reports whether the server refused the credentials (0x86 bad user name or
@@ -37,13 +60,16 @@ func (e *RefusedError) NotAuthorized() bool { return e.Code == 0x86 || e.Code ==
 
 // ServerDisconnectError is a DISCONNECT sent by the server.
 type ServerDisconnectError struct {
-	Code   byte   // the DISCONNECT reason code
-	Reason string // the server's reason string, if any
+	Code            byte   // the DISCONNECT reason code
+	Reason          string // the server's reason string, if any
+	ServerReference string // with 0x9C (use another server) or 0x9D (server moved): where to go
 }
 
 func (e *ServerDisconnectError) Error() string {
-	if e.Reason != "" {
-		return fmt.Sprintf("server sent DISCONNECT: reason code 0x%02x (%s)", e.Code, e.Reason)
-	}
-	return fmt.Sprintf("server sent DISCONNECT: reason code 0x%02x", e.Code)
+	return describe("server sent DISCONNECT", e.Code, e.Reason, e.ServerReference)
+}
+
+// Redirect returns the server the DISCONNECT sends the client to, as RefusedError's does.
+func (e *ServerDisconnectError) Redirect() (ref string, moved, ok bool) {
+	return redirect(e.Code, e.ServerReference)
 }

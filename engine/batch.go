@@ -81,6 +81,9 @@ func (e *Engine) encode() {
 			e.complete(r, fact, why)
 			continue
 		}
+		if !e.takeToken() {
+			return // the rate limit: the timer wakes the engine for the next token
+		}
 		e.queue.popFront()
 		id := e.free[len(e.free)-1]
 		e.free = e.free[:len(e.free)-1]
@@ -104,6 +107,37 @@ func deadlineCause(r *Request) error {
 		return context.DeadlineExceeded
 	}
 	return nil
+}
+
+// takeToken takes a token of the rate limit's bucket, if there is a limit; it reports
+// false when none is left.
+func (e *Engine) takeToken() bool {
+	if e.cfg.Rate <= 0 {
+		return true
+	}
+	if e.tokensAt.IsZero() {
+		e.tokensAt = e.now
+	}
+	e.tokens = min(float64(e.cfg.Burst), e.tokens+e.now.Sub(e.tokensAt).Seconds()*e.cfg.Rate)
+	e.tokensAt = e.now
+	if e.tokens < 1 {
+		return false
+	}
+	e.tokens--
+	return true
+}
+
+// minTokenWait is the shortest the engine sleeps for tokens: at a high rate it then wakes
+// once for several messages, not once per message.
+const minTokenWait = time.Millisecond
+
+// nextToken is when the next token comes, if requests wait for one.
+func (e *Engine) nextToken() (time.Time, bool) {
+	if e.cfg.Rate <= 0 || e.cur == nil || e.queue.len() == e.deadQueued || e.tokens >= 1 || len(e.free) == 0 {
+		return time.Time{}, false
+	}
+	wait := time.Duration((1 - e.tokens) / e.cfg.Rate * float64(time.Second))
+	return e.tokensAt.Add(max(wait, minTokenWait)), true
 }
 
 // refuses says why the server in use cannot take r, if it cannot.

@@ -35,6 +35,10 @@ type Config struct {
 	// goroutine. It must not block, and must not keep the slice.
 	Complete func([]*Request)
 	Logger   *slog.Logger
+	// Rate, when above 0, caps the publishes written per second (a token bucket of Burst,
+	// at least 1), resends included.
+	Rate  float64
+	Burst int
 }
 
 // Engine is the actor. Everything below the channels is owned by Run's goroutine.
@@ -85,6 +89,8 @@ type Engine struct {
 	resendBuf  []*Request
 	windowShut bool      // cur is being closed for ErrWindowHeld
 	heldSince  time.Time // when the window was first seen held (see windowHeld); zero when not
+	tokens     float64   // the rate limit's bucket, as of tokensAt
+	tokensAt   time.Time
 }
 
 // New returns an engine; Run starts it.
@@ -98,9 +104,13 @@ func New(cfg Config) *Engine {
 	if cfg.Complete == nil {
 		cfg.Complete = func([]*Request) {}
 	}
+	if cfg.Rate > 0 {
+		cfg.Burst = max(cfg.Burst, 1)
+	}
 	t := time.NewTimer(time.Hour)
 	t.Stop()
 	return &Engine{
+		tokens:  float64(cfg.Burst),
 		cfg:     cfg,
 		log:     cfg.Logger,
 		wake:    make(chan struct{}, 1),
@@ -281,6 +291,9 @@ func (e *Engine) arm() {
 		if check := e.heldSince.Add(windowPatience); !ok || check.Before(at) {
 			at, ok = check, true
 		}
+	}
+	if next, limited := e.nextToken(); limited && (!ok || next.Before(at)) {
+		at, ok = next, true
 	}
 	if !ok || (!e.armed.IsZero() && !at.Before(e.armed)) {
 		return

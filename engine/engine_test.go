@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -530,5 +532,43 @@ func TestReplacedConnection(t *testing.T) {
 		old.Close(nil)
 		synctest.Wait()
 		r.close(time.Second)
+	})
+}
+
+// TestRateLimit: with a rate limit the engine writes a burst, then one message per
+// 1/rate, waking once per millisecond at most; what waits meanwhile is queued.
+func TestRateLimit(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var mu sync.Mutex
+		var at []time.Duration
+		start := time.Now()
+		p := &mqttpeer.Peer{Connack: mqttpeer.Connack(1000), Answer: func(mqttpeer.Received) mqttpeer.Answer {
+			mu.Lock()
+			at = append(at, time.Since(start))
+			mu.Unlock()
+			return mqttpeer.Answer{}
+		}}
+		r := newRig(t, Config{Rate: 100, Burst: 10})
+		r.connect(p)
+		var reqs []*Request
+		for i := range 300 {
+			reqs = append(reqs, r.publish(context.Background(), "t/x", strconv.Itoa(i)))
+		}
+		synctest.Wait()
+		if st := r.e.Stats(); st.Queued != 290 {
+			t.Errorf("after the burst: %+v, want 290 queued", st)
+		}
+		time.Sleep(3 * time.Second)
+		synctest.Wait()
+		r.exactlyOnce(reqs)
+		mu.Lock()
+		defer mu.Unlock()
+		// 10 at once, then 100 a second: message k (k ≥ 10) at (k-9)/100 s.
+		for k, d := range at {
+			want := time.Duration(max(0, k-9)) * 10 * time.Millisecond
+			if d < want || d > want+time.Millisecond {
+				t.Fatalf("message %d written at %v, want %v", k, d, want)
+			}
+		}
 	})
 }

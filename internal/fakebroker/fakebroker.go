@@ -65,6 +65,9 @@ type Script struct {
 	When When
 	// ReceiveMaximum is announced in the CONNACK when non-zero.
 	ReceiveMaximum uint16
+	// Connack, when set, is sent instead of the valid CONNACK (see [RedirectConnack]); a
+	// failure reason code in it ends the session after it is sent.
+	Connack []byte
 	// Linger bounds how long the fake broker waits, after the frame, for the client to
 	// close the connection before it closes it itself. Default 30 s.
 	Linger time.Duration
@@ -190,8 +193,16 @@ func (s *Server) serve(c net.Conn) (sess Session) {
 		return sess
 	}
 	sess.ClientID = clientID(body)
-	if _, err := c.Write(Connack(s.script.ReceiveMaximum)); err != nil {
+	connack := Connack(s.script.ReceiveMaximum)
+	if s.script.Connack != nil {
+		connack = s.script.Connack
+	}
+	if _, err := c.Write(connack); err != nil {
 		sess.Err = fmt.Errorf("writing CONNACK: %w", err)
+		return sess
+	}
+	if connack[3] >= 0x80 { // refused: the client hangs up
+		sess.Sent = true
 		return sess
 	}
 	if s.script.When == AfterPublish {
@@ -316,6 +327,30 @@ func Connack(receiveMaximum uint16) []byte {
 		return []byte{typeConnack << 4, 3, 0, 0, 0}
 	}
 	return []byte{typeConnack << 4, 6, 0, 0, 3, 0x21, byte(receiveMaximum >> 8), byte(receiveMaximum)}
+}
+
+// RedirectConnack is a CONNACK refusing the connection with reason (0x9C use another
+// server, 0x9D server moved) and the Server Reference ref.
+func RedirectConnack(reason byte, ref string) []byte {
+	props := appendString([]byte{0x1C}, ref)
+	body := append([]byte{0, reason}, byte(len(props)))
+	return appendPacket(nil, typeConnack<<4, append(body, props...))
+}
+
+// Disconnect is a DISCONNECT with reason and, when ref is not "", a Server Reference.
+func Disconnect(reason byte, ref string) []byte {
+	var props []byte
+	if ref != "" {
+		props = appendString([]byte{0x1C}, ref)
+	}
+	body := append([]byte{reason}, byte(len(props)))
+	return appendPacket(nil, typeDisconnect<<4, append(body, props...))
+}
+
+// appendString appends an MQTT string: a 2-byte length and the bytes.
+func appendString(dst []byte, s string) []byte {
+	dst = binary.BigEndian.AppendUint16(dst, uint16(len(s)))
+	return append(dst, s...)
 }
 
 // Puback is a well-formed PUBACK for packetID with reasonCode and no properties.

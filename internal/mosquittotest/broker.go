@@ -47,6 +47,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -460,6 +461,17 @@ func (b *Broker) Kill() {
 	defer b.mu.Unlock()
 	if b.proc != nil {
 		kill(b.proc)
+	}
+}
+
+// Terminate sends SIGTERM, mosquitto's orderly shutdown, and returns once the process has
+// exited. Restart starts it again.
+func (b *Broker) Terminate() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.proc != nil {
+		syscall.Kill(b.proc.Pid(), syscall.SIGTERM)
+		<-b.proc.Done()
 	}
 }
 
