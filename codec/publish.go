@@ -65,6 +65,12 @@ func publishRemLen(p *Publish) (rem, props int) {
 	return rem, props
 }
 
+// PublishRemLen returns the remaining length of p: its size without the fixed header.
+func PublishRemLen(p *Publish) int {
+	rem, _ := publishRemLen(p)
+	return rem
+}
+
 // PublishLen returns the total encoded size of p, fixed header included, so
 // the caller can compare it with the server's Maximum Packet Size (or
 // [MaxPacketSize]) before encoding. It does not allocate.

@@ -53,7 +53,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-	"unicode/utf8"
 
 	"github.com/mdclient/mdclient"
 	"github.com/mdclient/mdclient/codec"
@@ -166,15 +165,58 @@ type config struct {
 	timeout        time.Duration // publish timeout of each message
 	connectTimeout time.Duration
 	getenv         func(string) string
+	properties     properties // --property, in order
+	contentType    string
+	expiry         time.Duration
 }
 
-// maxSize bounds --size: the most content a PUBLISH of subject can carry in MQTT's largest
-// packet (codec.MaxPacketSize). The client sends every message at QoS 1, with a packet
-// identifier, and at best without properties (no topic alias), so the remaining length is
-// the topic (a 2-byte length and its bytes), the packet identifier (2), the property
-// length (1 byte for 0) and the content; it must not exceed codec.MaxRemainingLength.
-func maxSize(subject string) int {
-	return codec.MaxRemainingLength - (2 + len(subject) + 2 + 1)
+// maxSize bounds --size: the most content a PUBLISH of the configured subject and
+// properties can carry in MQTT's largest packet (codec.MaxPacketSize). The client sends
+// every message at QoS 1, with a packet identifier, and at best without a topic alias; the
+// remaining length must not exceed codec.MaxRemainingLength.
+func maxSize(cfg *config) int {
+	p := cfg.publish()
+	return codec.MaxRemainingLength - codec.PublishRemLen(&p)
+}
+
+// publish is the PUBLISH of a message of cfg without content, as the client sends it.
+func (cfg *config) publish() codec.Publish {
+	p := codec.Publish{Topic: cfg.subject, QoS: 1, PacketID: 1, ContentType: cfg.contentType, UserProperties: cfg.properties}
+	if cfg.expiry > 0 {
+		p.MessageExpiry, p.HasMessageExpiry = 1, true
+	}
+	return p
+}
+
+// message is the Message of cfg with content.
+func (cfg *config) message(content []byte, closure string) mdclient.Message {
+	return mdclient.Message{Subject: cfg.subject, Content: content, Closure: closure, QoS: cfg.qos, Retained: cfg.retained,
+		UserProperties: cfg.properties, ContentType: cfg.contentType, Expiry: cfg.expiry}
+}
+
+// properties is the repeatable --property flag: user properties, in order.
+type properties []mdclient.UserProperty
+
+func (p *properties) String() string {
+	var parts []string
+	for _, kv := range *p {
+		parts = append(parts, kv.Key+"="+kv.Value)
+	}
+	return strings.Join(parts, ",")
+}
+
+func (p *properties) Set(s string) error {
+	k, v, ok := strings.Cut(s, "=")
+	if !ok {
+		return fmt.Errorf("want key=value, not %q", s)
+	}
+	for _, x := range []string{k, v} {
+		if err := codec.CheckString(x); err != nil {
+			return fmt.Errorf("%q: %w", x, err)
+		}
+	}
+	*p = append(*p, mdclient.UserProperty{Key: k, Value: v})
+	return nil
 }
 
 // defaultWindow is --window's default: enough to keep a Receive Maximum of 1024 (mochi's,
@@ -205,6 +247,9 @@ func newFlagSet(cfg *config, servers *string, q *qos) *flag.FlagSet {
 	fs.BoolVar(&cfg.quiet, "quiet", false, "no progress")
 	fs.DurationVar(&cfg.timeout, "timeout", mdclient.DefaultPublishTimeout, "publish timeout of each message")
 	fs.DurationVar(&cfg.connectTimeout, "connect-timeout", mdclient.DefaultConnectTimeout, "how long to wait for a first connection before giving up (exit 2)")
+	fs.Var(&cfg.properties, "property", "MQTT 5 user property `key=value` of every message; repeat it for more, in order (a key may repeat)")
+	fs.StringVar(&cfg.contentType, "content-type", "", "MQTT 5 content type of every message, e.g. application/json")
+	fs.DurationVar(&cfg.expiry, "expiry", 0, "MQTT 5 message expiry of every message, rounded up to whole seconds; 0: none")
 	return fs
 }
 
@@ -272,8 +317,16 @@ func parseFlags(args []string, getenv func(string) string) (config, error) {
 		return cfg, errors.New("--count must be at least 1")
 	case set["duration"] && cfg.duration <= 0:
 		return cfg, errors.New("--duration must be positive")
-	case cfg.size < 0 || cfg.size > maxSize(cfg.subject):
-		return cfg, fmt.Errorf("--size must be from 0 to %d: MQTT's largest packet, %d bytes, holds no more content on subject %q", maxSize(cfg.subject), codec.MaxPacketSize, cfg.subject)
+	case codec.CheckTopicName(cfg.subject) != nil:
+		return cfg, fmt.Errorf("--subject %q is not a valid topic name: %v", cfg.subject, codec.CheckTopicName(cfg.subject))
+	case cfg.contentType != "" && codec.CheckString(cfg.contentType) != nil:
+		return cfg, fmt.Errorf("--content-type %q: %v", cfg.contentType, codec.CheckString(cfg.contentType))
+	case cfg.expiry < 0 || cfg.expiry > (1<<32-1)*time.Second:
+		return cfg, fmt.Errorf("--expiry must be from 0 to %v", (1<<32-1)*time.Second)
+	case maxSize(&cfg) < 0:
+		return cfg, fmt.Errorf("the subject and properties leave no room for content in MQTT's largest packet, %d bytes", codec.MaxPacketSize)
+	case cfg.size < 0 || cfg.size > maxSize(&cfg):
+		return cfg, fmt.Errorf("--size must be from 0 to %d: MQTT's largest packet, %d bytes, holds no more content on subject %q", maxSize(&cfg), codec.MaxPacketSize, cfg.subject)
 	case cfg.stdin && set["size"]:
 		return cfg, errors.New("--size does not go with --stdin: each line is a message")
 	case cfg.rate < 0:
@@ -286,8 +339,6 @@ func parseFlags(args []string, getenv func(string) string) (config, error) {
 		return cfg, errors.New("--timeout must be positive")
 	case cfg.connectTimeout <= 0:
 		return cfg, errors.New("--connect-timeout must be positive")
-	case !validSubject(cfg.subject):
-		return cfg, fmt.Errorf("--subject %q is not a valid topic name (empty, '+', '#', NUL or invalid UTF-8)", cfg.subject)
 	}
 	if !set["window"] && cfg.inflight > 0 {
 		cfg.window = max(cfg.window, 2*cfg.inflight) // keep a larger window than asked for full
@@ -306,9 +357,4 @@ func parseFlags(args []string, getenv func(string) string) (config, error) {
 		}
 	}
 	return cfg, nil
-}
-
-// validSubject reports whether s may be an MQTT topic name.
-func validSubject(s string) bool {
-	return s != "" && utf8.ValidString(s) && !strings.ContainsAny(s, "+#\x00")
 }

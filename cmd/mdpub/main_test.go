@@ -626,3 +626,34 @@ func TestMessagesTooLargeForTheServerStopTheRun(t *testing.T) {
 		t.Errorf("a summary after the early stop:\n%s", stderr)
 	}
 }
+
+// TestMetadataFlags: --property (repeatable, in order), --content-type and --expiry go
+// with every message; a bad one is a usage error.
+func TestMetadataFlags(t *testing.T) {
+	srv := broker(t, "tok")
+	sub, err := srv.Subscribe("meta/+")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	inv := invocation{stdin: strings.NewReader("{}\n"), environ: map[string]string{tokenEnv: "tok"}}
+	code, _, stderr := inv.run(t, t.Context(), "--stdin", "--servers", srv.TCPAddr(), "--subject", "meta/x",
+		"--property", "trace=abc", "--property", "k=v=w", "--property", "trace=again", "--content-type", "application/json", "--expiry", "90s")
+	if code != exitOK {
+		t.Fatalf("exit %d; stderr:\n%s", code, stderr)
+	}
+	select {
+	case m := <-sub.Messages():
+		want := []mdclient.UserProperty{{Key: "trace", Value: "abc"}, {Key: "k", Value: "v=w"}, {Key: "trace", Value: "again"}}
+		if !slices.Equal(m.UserProperties, want) || m.ContentType != "application/json" || m.MessageExpiry != 90 {
+			t.Errorf("received %+v", m)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("nothing arrived")
+	}
+	for _, args := range [][]string{{"--property", "novalue"}, {"--property", "k=a\tb"}, {"--content-type", "a\x00b"}, {"--expiry", "-1s"}} {
+		if code, _, stderr := inv.run(t, t.Context(), args...); code != exitUsage || strings.Count(stderr, "\n") != 1 {
+			t.Errorf("%q: exit %d, stderr %q; want a one-line usage error", args, code, stderr)
+		}
+	}
+}

@@ -262,6 +262,11 @@ func publish(ctx context.Context, cfg config, e env) int {
 	if cfg.inflight > 0 {
 		opts = append(opts, mdclient.WithMaxInflight(cfg.inflight))
 	}
+	if cfg.rate > 0 {
+		// The client writes at the rate; the producer hands messages in on the same
+		// schedule, so that none waits long in the client before its turn.
+		opts = append(opts, mdclient.WithRateLimit(float64(cfg.rate), max(1, cfg.rate/100)))
+	}
 	c := mdclient.NewClient(opts...)
 	c.SetEntitlementToken(cfg.token)
 	w := watch(c)
@@ -452,10 +457,7 @@ func generate(c *mdclient.Client, cfg config, g *gate, s *slots, start time.Time
 			return
 		}
 		s.sentAt[slot] = int64(time.Since(start))
-		c.PublishAsync(ctx, mdclient.PublishRequest{
-			Message: mdclient.Message{Subject: cfg.subject, Content: content, Closure: s.names[slot], QoS: cfg.qos, Retained: cfg.retained},
-			Result:  results,
-		})
+		c.PublishAsync(ctx, mdclient.PublishRequest{Message: cfg.message(content, s.names[slot]), Result: results})
 	}
 }
 
@@ -490,10 +492,7 @@ func readLines(r io.Reader, c *mdclient.Client, cfg config, g *gate, l *lines, s
 		}
 		closure := "line-" + strconv.Itoa(n)
 		l.add(closure, int64(time.Since(start)))
-		c.PublishAsync(ctx, mdclient.PublishRequest{
-			Message: mdclient.Message{Subject: cfg.subject, Content: line, Closure: closure, QoS: cfg.qos, Retained: cfg.retained},
-			Result:  results,
-		})
+		c.PublishAsync(ctx, mdclient.PublishRequest{Message: cfg.message(line, closure), Result: results})
 		if err != nil { // the last line, without a line ending
 			return nil
 		}
