@@ -165,6 +165,7 @@ func NewClient(opts ...Option) *Client {
 		MaxInflight:    o.maxInflight,
 		PublishTimeout: o.publishTimeout,
 		Complete:       c.complete,
+		Release:        release,
 		Logger:         o.logger,
 		Rate:           o.rate,
 		Burst:          o.burst,
@@ -334,9 +335,8 @@ func (c *Client) PublishAsync(ctx context.Context, r PublishRequest) <-chan Publ
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	req := &request{ch: ch, closure: r.Message.Closure}
-	req.Owner = req
-	req.Ctx = ctx
+	req := requests.Get().(*request)
+	req.ch, req.closure, req.Ctx = ch, r.Message.Closure, ctx
 	switch fact, cause := req.fill(&r.Message); {
 	case cause != nil:
 		c.refuse(req, fact, cause)
@@ -366,6 +366,23 @@ func (c *Client) refuse(req *request, fact engine.Fact, cause error) {
 	res := c.result(req)
 	c.results[statusIndex(res.Status)].Add(1)
 	c.deliver.send(req.ch, res)
+	release(&req.Request)
+}
+
+// requests recycles the requests of PublishAsync: the engine hands each back once it
+// holds it nowhere (engine.Config.Release), so that a stream allocates nothing per message.
+var requests = sync.Pool{New: func() any {
+	r := &request{}
+	r.Owner = r
+	return r
+}}
+
+// release puts a request back for reuse, cleared of what would keep memory alive.
+func release(er *engine.Request) {
+	r := er.Owner.(*request)
+	*r = request{}
+	r.Owner = r
+	requests.Put(r)
 }
 
 // complete is the engine's Config.Complete: the outcomes of a turn, delivered in one go.

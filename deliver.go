@@ -33,14 +33,18 @@ type deliverer struct {
 	warnOnce sync.Once // a closed Result channel is reported once
 }
 
-// backlog is the results waiting for one full channel, in order.
+// backlog is the results waiting for one full channel, in order: those its goroutine has
+// taken to send (inHand), then items.
 type backlog struct {
-	mu    sync.Mutex
-	items []PublishResult // items[head:] wait; guarded by mu
-	head  int
-	gone  bool          // its goroutine has ended and left the map: senders look again
-	room  chan struct{} // made by a publisher that must wait; closed when the backlog shrinks
+	mu     sync.Mutex
+	items  []PublishResult // waiting behind the goroutine's hand; guarded by mu
+	inHand int             // taken by the goroutine and not yet sent; guarded by mu
+	gone   bool            // its goroutine has ended and left the map: senders look again
+	room   chan struct{}   // made by a publisher that must wait; closed when the backlog shrinks
 }
+
+// pending is how many results wait for the channel; b.mu is held.
+func (b *backlog) pending() int { return b.inHand + len(b.items) }
 
 func newDeliverer(limit int, log *slog.Logger) *deliverer {
 	return &deliverer{limit: max(limit, 1), closing: make(chan struct{}), log: log}
@@ -133,8 +137,10 @@ func (d *deliverer) closedChannel() {
 	})
 }
 
-// drain feeds one full channel from its backlog, in order, until the backlog is empty.
-// After Close it gives up once the channel has taken nothing for abandonAfter.
+// drain feeds one full channel from its backlog, in order, until the backlog is empty. It
+// takes everything waiting in one go (the slices change hands under the lock), so that a
+// burst costs one lock, not one per result. After Close it gives up once the channel has
+// taken nothing for abandonAfter.
 func (d *deliverer) drain(ch chan PublishResult, b *backlog) {
 	closing := d.closing
 	var idle *time.Timer
@@ -144,52 +150,48 @@ func (d *deliverer) drain(ch chan PublishResult, b *backlog) {
 			idle.Stop()
 		}
 	}()
+	var hand []PublishResult
 	for {
 		b.mu.Lock()
-		if b.head == len(b.items) {
+		if b.room != nil && len(b.items) <= d.limit-d.limit/4 {
+			close(b.room) // the hand just sent made room
+			b.room = nil
+		}
+		if len(b.items) == 0 {
+			b.inHand = 0
 			b.end(d, ch)
 			b.mu.Unlock()
 			return
 		}
-		res := b.items[b.head]
+		hand, b.items = b.items, hand[:0]
+		b.inHand = len(hand)
 		b.mu.Unlock()
-		for sent := false; !sent; {
-			var gaveUp bool
-			sent, gaveUp = d.blockingSend(ch, res, closing, idleC)
-			switch {
-			case gaveUp:
-				b.mu.Lock()
-				dropped := len(b.items) - b.head
-				b.end(d, ch)
-				b.mu.Unlock()
-				d.waiting.Add(-int64(dropped))
-				d.log.Warn("mdclient: results dropped: their channel was not read after Close", "count", dropped)
-				return
-			case !sent && closing != nil:
-				closing = nil
-				idle = time.NewTimer(abandonAfter)
-				idleC = idle.C
+		for i := range hand {
+			for sent := false; !sent; {
+				var gaveUp bool
+				sent, gaveUp = d.blockingSend(ch, hand[i], closing, idleC)
+				switch {
+				case gaveUp:
+					b.mu.Lock()
+					dropped := len(hand) - i + len(b.items)
+					b.inHand = 0
+					b.end(d, ch)
+					b.mu.Unlock()
+					d.waiting.Add(-int64(dropped))
+					d.log.Warn("mdclient: results dropped: their channel was not read after Close", "count", dropped)
+					return
+				case !sent && closing != nil:
+					closing = nil
+					idle = time.NewTimer(abandonAfter)
+					idleC = idle.C
+				}
+			}
+			hand[i] = PublishResult{}
+			d.waiting.Add(-1)
+			if idle != nil {
+				idle.Reset(abandonAfter)
 			}
 		}
-		if idle != nil {
-			idle.Reset(abandonAfter)
-		}
-		b.mu.Lock()
-		b.items[b.head] = PublishResult{}
-		b.head++
-		if b.room != nil && len(b.items)-b.head <= d.limit-d.limit/4 {
-			close(b.room)
-			b.room = nil
-		}
-		if b.head == len(b.items) {
-			b.items, b.head = b.items[:0], 0
-		} else if b.head >= 1024 && b.head*2 >= len(b.items) {
-			n := copy(b.items, b.items[b.head:])
-			clear(b.items[n:])
-			b.items, b.head = b.items[:n], 0
-		}
-		b.mu.Unlock()
-		d.waiting.Add(-1)
 	}
 }
 
@@ -216,7 +218,7 @@ func (d *deliverer) blockingSend(ch chan PublishResult, res PublishResult, closi
 func (b *backlog) end(d *deliverer, ch chan PublishResult) {
 	b.gone = true
 	clear(b.items)
-	b.items, b.head = nil, 0
+	b.items = nil
 	d.backlogs.CompareAndDelete(ch, b)
 	d.count.Add(-1)
 	if b.room != nil {
@@ -244,7 +246,7 @@ func (d *deliverer) waitRoom(ctx context.Context, ch chan PublishResult, timeout
 	}()
 	for {
 		b.mu.Lock()
-		if b.gone || len(b.items)-b.head < d.limit {
+		if b.gone || b.pending() < d.limit {
 			b.mu.Unlock()
 			return true
 		}

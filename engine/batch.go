@@ -36,7 +36,14 @@ type batch struct {
 	dirty      bool     // a request in reqs has its outcome: rebuild before the hand-over
 }
 
-func (b *batch) reset() {
+// resetBatch empties the batch, which no connection will take: what was batched has
+// gone back to the queue, or ended.
+func (e *Engine) resetBatch() {
+	b := &e.batch
+	for _, r := range b.reqs {
+		r.inBatch = false
+		e.maybeRelease(r)
+	}
 	clear(b.reqs)
 	b.buf, b.reqs, b.newAliases, b.dirty = b.buf[:0], b.reqs[:0], b.newAliases[:0], false
 }
@@ -45,7 +52,7 @@ func (b *batch) reset() {
 // batch to the writer when it is idle.
 func (e *Engine) pump() {
 	if e.deadQueued > 1024 && e.deadQueued > e.queue.len()/2 {
-		e.queue.compact()
+		e.queue.compact(e.maybeRelease)
 		e.deadQueued = 0
 	}
 	if e.cur == nil {
@@ -71,6 +78,7 @@ func (e *Engine) encode() {
 		if r.state == done {
 			e.queue.popFront()
 			e.deadQueued--
+			e.maybeRelease(r)
 			continue
 		}
 		if r.Ctx.Err() != nil || !e.now.Before(r.deadline) {
@@ -161,6 +169,7 @@ func (e *Engine) append(r *Request) {
 	e.alias(&p)
 	e.batch.buf = codec.AppendPublish(e.batch.buf, &p)
 	e.batch.reqs = append(e.batch.reqs, r)
+	r.inBatch = true
 }
 
 // alias replaces a repeated topic with its MQTT 5 topic alias on the connection in use:
@@ -223,7 +232,7 @@ func (e *Engine) flush() bool {
 	e.writing = true
 	e.counts.BytesWritten += uint64(len(e.batch.buf))
 	for _, r := range e.batch.reqs {
-		r.state = sent
+		r.state, r.inBatch = sent, false
 		r.Outcome.Written, r.Outcome.Server = true, e.server
 	}
 	e.sent += len(e.batch.reqs)
@@ -246,6 +255,8 @@ func (e *Engine) rebuild() {
 		if r.state == done {
 			e.table[r.id] = nil
 			e.free = append(e.free, r.id)
+			r.inBatch = false
+			e.maybeRelease(r)
 			continue
 		}
 		e.append(r)
@@ -290,6 +301,7 @@ func (e *Engine) popQueued() *Request {
 	r := e.queue.popFront()
 	if r.state == done {
 		e.deadQueued--
+		e.maybeRelease(r)
 		return nil
 	}
 	return r

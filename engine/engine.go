@@ -34,6 +34,9 @@ type Config struct {
 	// Complete receives requests that have their Outcome, in batches, on the engine's
 	// goroutine. It must not block, and must not keep the slice.
 	Complete func([]*Request)
+	// Release, when set, gets back each request once the engine holds it nowhere (after
+	// Complete had it), so that the submitter may reuse it. Called on the engine's goroutine.
+	Release func(*Request)
 	Logger   *slog.Logger
 	// Rate, when above 0, caps the publishes written per second (a token bucket of Burst,
 	// at least 1), resends included.
@@ -189,6 +192,8 @@ func (e *Engine) take() {
 	}
 	for _, r := range cancelled {
 		e.expire(r, context.Cause(r.Ctx))
+		r.cancelPending = false // this was the callback's one call
+		e.maybeRelease(r)
 	}
 	clear(reqs)
 	clear(cancelled)
@@ -217,6 +222,7 @@ func (e *Engine) tell() {
 // over before Close sealed it, so it is drained like the rest.
 func (e *Engine) admit(r *Request) {
 	r.state, r.id, r.deaths, r.dlPos = queued, 0, 0, noDeadline
+	r.inRing, r.inBatch, r.cancelPending, r.delivered = false, false, false, false
 	r.Outcome = Outcome{}
 	r.Packet.QoS = 1
 	r.seq = e.seq
@@ -241,7 +247,7 @@ func (e *Engine) admit(r *Request) {
 // the request already says of itself (written, server, reason code) stays.
 func (e *Engine) complete(r *Request, fact Fact, cause error) {
 	switch r.state {
-	case done:
+	case done, released:
 		panic("engine: a request completed twice")
 	case queued:
 		e.deadQueued++ // its entry stays in the queue until popped or compacted
@@ -260,10 +266,23 @@ func (e *Engine) complete(r *Request, fact Fact, cause error) {
 		e.dls.remove(r)
 	}
 	if r.stopCtx != nil {
-		r.stopCtx()
+		// false: the callback has started, and its one call is on its way to the inbox.
+		r.cancelPending = !r.stopCtx()
 		r.stopCtx = nil
 	}
 	e.completed = append(e.completed, r)
+}
+
+// maybeRelease hands r back with Config.Release once its outcome is delivered and the
+// engine holds it nowhere.
+func (e *Engine) maybeRelease(r *Request) {
+	if r.state != done || !r.delivered || r.inRing || r.inBatch || r.cancelPending {
+		return
+	}
+	r.state = released
+	if e.cfg.Release != nil {
+		e.cfg.Release(r)
+	}
 }
 
 // deliver hands this turn's outcomes to Config.Complete.
@@ -272,6 +291,10 @@ func (e *Engine) deliver() {
 		return
 	}
 	e.cfg.Complete(e.completed)
+	for _, r := range e.completed {
+		r.delivered = true
+		e.maybeRelease(r)
+	}
 	clear(e.completed)
 	e.completed = e.completed[:0]
 }
@@ -311,7 +334,7 @@ func (e *Engine) expireDue() {
 // expire ends r because its context or deadline ended.
 func (e *Engine) expire(r *Request, cause error) {
 	switch r.state {
-	case done:
+	case done, released:
 		return // it ended otherwise before the callback's news arrived
 	case sent:
 		// The server holds the identifier until it acknowledges; keep it out of use.
@@ -371,7 +394,7 @@ func (e *Engine) up(c *conn.Conn) {
 		e.free = append(e.free, uint16(id))
 	}
 	e.held, e.writing, e.windowShut, e.heldSince = 0, false, false, time.Time{}
-	e.batch.reset()
+	e.resetBatch()
 	e.online.Store(true)
 }
 
@@ -425,7 +448,7 @@ func (e *Engine) lost(cause error) {
 	e.needProbe = e.needProbe || charged
 	e.probe = nil
 	e.cur, e.server, e.free, e.writing, e.held = nil, "", e.free[:0], false, 0
-	e.batch.reset()
+	e.resetBatch()
 	e.online.Store(false)
 }
 

@@ -21,6 +21,7 @@ func (q *ring) grow() {
 }
 
 func (q *ring) pushBack(r *Request) {
+	r.inRing = true
 	if q.size == len(q.buf) {
 		q.grow()
 	}
@@ -29,6 +30,7 @@ func (q *ring) pushBack(r *Request) {
 }
 
 func (q *ring) pushFront(r *Request) {
+	r.inRing = true
 	if q.size == len(q.buf) {
 		q.grow()
 	}
@@ -42,16 +44,21 @@ func (q *ring) popFront() *Request {
 	q.buf[q.head] = nil
 	q.head = (q.head + 1) & (len(q.buf) - 1)
 	q.size--
+	r.inRing = false
 	return r
 }
 
-// compact drops the requests that already have their outcome, keeping the order.
-func (q *ring) compact() {
+// compact drops the requests that already have their outcome, keeping the order, and
+// hands each dropped one to dropped.
+func (q *ring) compact(dropped func(*Request)) {
 	n := 0
 	for i := 0; i < q.size; i++ {
 		if r := q.buf[(q.head+i)&(len(q.buf)-1)]; r.state != done {
 			q.buf[(q.head+n)&(len(q.buf)-1)] = r
 			n++
+		} else {
+			r.inRing = false
+			dropped(r)
 		}
 	}
 	for i := n; i < q.size; i++ {

@@ -79,7 +79,7 @@ func TestRingCompact(t *testing.T) {
 		}
 		q.pushBack(reqs[i])
 	}
-	q.compact()
+	q.compact(func(*Request) {})
 	if q.len() != 66 {
 		t.Fatalf("%d left after compaction, want 66", q.len())
 	}

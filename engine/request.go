@@ -70,6 +70,11 @@ type Request struct {
 	deadline time.Time // the context's deadline, or admission plus the publish timeout
 	dlPos    uint64    // position in the deadlines queue; noDeadline when not there
 	stopCtx  func() bool
+
+	// Where the engine still holds the request, so that it is released (Config.Release)
+	// only once it holds it nowhere: after its outcome was delivered, out of the queue and
+	// the batch, and with no context callback still on its way.
+	inRing, inBatch, cancelPending, delivered bool
 }
 
 // state is where a request is in its life. Each transition happens on the engine's
@@ -89,4 +94,5 @@ const (
 	batched              // encoded into the batch not yet handed to the connection
 	sent                 // handed to the connection, not yet acknowledged
 	done                 // has its outcome
+	released             // handed back with Config.Release: not the engine's any more
 )

@@ -5,6 +5,7 @@ import (
 	"net"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/mdclient/mdclient/codec"
@@ -25,11 +26,12 @@ type rig struct {
 	mu     sync.Mutex
 	done   map[*Request]int // Complete calls per request
 	seq    []*Request       // in completion order
+	freed  map[*Request]int // Release calls per request
 }
 
 func newRig(t *testing.T, cfg Config) *rig {
 	t.Helper()
-	r := &rig{t: t, ran: make(chan error, 1), done: map[*Request]int{}}
+	r := &rig{t: t, ran: make(chan error, 1), done: map[*Request]int{}, freed: map[*Request]int{}}
 	if cfg.MaxQueued == 0 {
 		cfg.MaxQueued = 1000
 	}
@@ -42,6 +44,17 @@ func newRig(t *testing.T, cfg Config) *rig {
 		for _, q := range reqs {
 			r.done[q]++
 			r.seq = append(r.seq, q)
+			if r.freed[q] > 0 {
+				t.Errorf("request %q completed after its release", q.Packet.Payload)
+			}
+		}
+	}
+	cfg.Release = func(q *Request) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.freed[q]++
+		if r.done[q] == 0 {
+			t.Errorf("request %q released before its outcome", q.Packet.Payload)
 		}
 	}
 	r.e = New(cfg)
@@ -85,6 +98,16 @@ func (r *rig) close(d time.Duration) {
 	r.e.Close(time.Now().Add(d))
 	if err := <-r.ran; err != nil {
 		r.t.Errorf("Run: %v", err)
+	}
+	// Every request the engine took is handed back once, now that it holds none. (A
+	// context callback may still be on its way for a cancelled one: wait for those.)
+	synctest.Wait()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for q := range r.done {
+		if n := r.freed[q]; n != 1 && !q.cancelPending {
+			r.t.Errorf("request %q released %d times, want once", q.Packet.Payload, n)
+		}
 	}
 }
 
