@@ -37,7 +37,7 @@ type Config struct {
 	// Release, when set, gets back each request once the engine holds it nowhere (after
 	// Complete had it), so that the submitter may reuse it. Called on the engine's goroutine.
 	Release func(*Request)
-	Logger   *slog.Logger
+	Logger  *slog.Logger
 	// Rate, when above 0, caps the publishes written per second (a token bucket of Burst,
 	// at least 1), resends included.
 	Rate  float64

@@ -90,9 +90,9 @@ type Request struct {
 type state uint8
 
 const (
-	queued  state = iota // waiting for a packet identifier and a connection
-	batched              // encoded into the batch not yet handed to the connection
-	sent                 // handed to the connection, not yet acknowledged
-	done                 // has its outcome
-	released             // handed back with Config.Release: not the engine's any more
+	queued   state = iota // waiting for a packet identifier and a connection
+	batched               // encoded into the batch not yet handed to the connection
+	sent                  // handed to the connection, not yet acknowledged
+	done                  // has its outcome
+	released              // handed back with Config.Release: not the engine's any more
 )
