@@ -270,14 +270,17 @@ func (e *Engine) rebuild() {
 const windowPatience = time.Second
 
 // windowHeld reports whether publishes that timed out unanswered hold at least half of
-// the window, none is free, and requests wait for it.
+// the window and none is free.
 func (e *Engine) windowHeld() bool {
 	window := len(e.table) - 1
-	return e.cur != nil && !e.windowShut && len(e.free) == 0 && e.held > 0 && 2*e.held >= window && e.live > e.sent
+	return e.cur != nil && !e.windowShut && len(e.free) == 0 && e.held > 0 && 2*e.held >= window
 }
 
-// checkWindow opens a fresh connection once the window has been held for windowPatience:
-// the server frees those identifiers only by acknowledging them, and may never do so.
+// checkWindow opens a fresh connection once the window has been held for windowPatience
+// and a request waits for it: the server frees those identifiers only by acknowledging
+// them, and may never do so. The patience counts from when the window was first seen
+// held, also while no request waited (callers whose contexts are shorter than the
+// patience would otherwise never see it run out).
 func (e *Engine) checkWindow() {
 	if !e.windowHeld() {
 		e.heldSince = time.Time{}
@@ -286,7 +289,7 @@ func (e *Engine) checkWindow() {
 	if e.heldSince.IsZero() {
 		e.heldSince = e.now
 	}
-	if e.now.Sub(e.heldSince) < windowPatience {
+	if e.now.Sub(e.heldSince) < windowPatience || e.live == e.sent {
 		return
 	}
 	e.windowShut = true

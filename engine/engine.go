@@ -310,7 +310,7 @@ func (e *Engine) arm() {
 	if e.draining && (!ok || e.drainBy.Before(at)) {
 		at, ok = e.drainBy, true
 	}
-	if !e.heldSince.IsZero() {
+	if !e.heldSince.IsZero() && e.live > e.sent {
 		if check := e.heldSince.Add(windowPatience); !ok || check.Before(at) {
 			at, ok = check, true
 		}

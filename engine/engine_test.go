@@ -572,3 +572,32 @@ func TestRateLimit(t *testing.T) {
 		}
 	})
 }
+
+// TestWindowHeldWithShortContexts: the patience before a fresh connection counts from
+// when the window filled, not from when a request began to wait: requests whose contexts
+// are shorter than the patience still get one.
+func TestWindowHeldWithShortContexts(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := &mqttpeer.Peer{Connack: mqttpeer.Connack(2), Answer: func(r mqttpeer.Received) mqttpeer.Answer { return mqttpeer.Answer{Drop: r.Conn == 1} }}
+		r := newRig(t, Config{PublishTimeout: 300 * time.Millisecond})
+		cn := r.connect(p)
+		r.publish(context.Background(), "t/x", "a")
+		r.publish(context.Background(), "t/x", "b")
+		time.Sleep(time.Second) // both time out unanswered: the window is held
+		for range 4 { // one at a time, each shorter than the patience
+			r.publish(context.Background(), "t/x", "later")
+			time.Sleep(400 * time.Millisecond)
+			synctest.Wait()
+		}
+		<-cn.Done()
+		if err := cn.Err(); !errors.Is(err, ErrWindowHeld) {
+			t.Fatalf("connection ended with %v, want ErrWindowHeld", err)
+		}
+		r.connect(p)
+		q := r.publish(context.Background(), "t/x", "after")
+		synctest.Wait()
+		if o := r.outcome(q); o.Fact != Acked {
+			t.Errorf("on the fresh connection: %+v", o)
+		}
+	})
+}
