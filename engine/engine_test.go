@@ -584,7 +584,7 @@ func TestWindowHeldWithShortContexts(t *testing.T) {
 		r.publish(context.Background(), "t/x", "a")
 		r.publish(context.Background(), "t/x", "b")
 		time.Sleep(time.Second) // both time out unanswered: the window is held
-		for range 4 { // one at a time, each shorter than the patience
+		for range 4 {           // one at a time, each shorter than the patience
 			r.publish(context.Background(), "t/x", "later")
 			time.Sleep(400 * time.Millisecond)
 			synctest.Wait()
