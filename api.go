@@ -161,6 +161,7 @@ func NewClient(opts ...Option) *Client {
 		c.clientID = "mdclient-" + hex.EncodeToString(b[:])
 	}
 	c.engine = engine.New(engine.Config{
+		Lanes:          o.connections,
 		MaxQueued:      o.maxQueued,
 		MaxInflight:    o.maxInflight,
 		PublishTimeout: o.publishTimeout,
@@ -226,6 +227,7 @@ func (c *Client) start() {
 		},
 		NotifyAfter:     c.opts.notifyAfter,
 		FollowRedirects: c.opts.followRedirects,
+		Slots:           c.opts.connections,
 		Conn:            c.connConfig,
 		Events:          c.engine.Events(),
 		Quit:            c.engine.Quit(),
@@ -443,19 +445,20 @@ func statusIndex(s Status) int {
 
 // Stats is a snapshot of a client's activity.
 type Stats struct {
-	Accepted     uint64 // requests taken in for publishing (bad input and refusals excluded)
-	OK           uint64 // results with NotifyPublishOK
-	NoSubscriber uint64 // results with NotifyPublishNoSubscriber
-	Denied       uint64 // results with NotifyPublishDenied
-	Timeout      uint64 // results with NotifyPublishTimeout
-	Failed       uint64 // results with NotifyPublishFailed, bad input included
-	InFlight     int    // written and not yet acknowledged (timed-out ones still holding a packet identifier included)
-	Queued       int    // accepted and not yet written (including resends after failover)
-	Undelivered  int    // results waiting for room in a full Result channel
-	Resent       uint64 // messages sent again after their connection was lost
-	Reconnects   uint64 // connections made after the first
-	Server       string // the server in use; "" while none is connected
-	BytesWritten uint64 // bytes written to servers
+	Accepted     uint64   // requests taken in for publishing (bad input and refusals excluded)
+	OK           uint64   // results with NotifyPublishOK
+	NoSubscriber uint64   // results with NotifyPublishNoSubscriber
+	Denied       uint64   // results with NotifyPublishDenied
+	Timeout      uint64   // results with NotifyPublishTimeout
+	Failed       uint64   // results with NotifyPublishFailed, bad input included
+	InFlight     int      // written and not yet acknowledged (timed-out ones still holding a packet identifier included)
+	Queued       int      // accepted and not yet written (including resends after failover)
+	Undelivered  int      // results waiting for room in a full Result channel
+	Resent       uint64   // messages sent again after their connection was lost
+	Reconnects   uint64   // connections made after the first (of every connection slot: WithConnections)
+	Server       string   // the server in use (the first, with WithConnections); "" while none is connected
+	Servers      []string // the servers of the connections in use, one per live connection
+	BytesWritten uint64   // bytes written to servers
 }
 
 // Stats returns a snapshot of the client's counters and state. It is cheap enough to
@@ -477,10 +480,7 @@ func (c *Client) Stats() Stats {
 	}
 	e := c.engine.Stats()
 	st.Accepted, st.InFlight, st.Queued, st.Server, st.BytesWritten = e.Admitted, e.InFlight, e.Queued, e.Server, e.BytesWritten
-	st.Resent = e.Resent
-	if e.Connections > 0 {
-		st.Reconnects = e.Connections - 1
-	}
+	st.Resent, st.Servers, st.Reconnects = e.Resent, e.Servers, e.Reconnects
 	return st
 }
 

@@ -64,6 +64,7 @@ type options struct {
 	followRedirects  bool
 	rate             float64
 	burst            int
+	connections      int
 }
 
 func defaults() options {
@@ -79,6 +80,7 @@ func defaults() options {
 		maxDelay:       DefaultReconnectMaxDelay,
 		notifyAfter:    1,
 		eventBuffer:    DefaultEventBuffer,
+		connections:    1,
 		logger:         slog.New(slog.DiscardHandler),
 	}
 }
@@ -304,6 +306,23 @@ func WithRateLimit(perSecond float64, burst int) Option {
 	return func(o *options) {
 		if perSecond > 0 && burst >= 1 {
 			o.rate, o.burst = perSecond, burst
+		}
+	}
+}
+
+// WithConnections makes the client keep up to n connections at once: each to a different
+// server of the list while the list has enough servers (chosen by weight, without
+// repetition), else several to the same server. A message goes to the connection its
+// subject hashes to, so the messages of one subject keep their order on the wire, also
+// across failover: while a connection is down its subjects move, unacknowledged messages
+// first, to another, and come back once what that one had of them is acknowledged. Each
+// connection has its own Receive Maximum window (and WithMaxInflight); WithMaxQueued and
+// WithRateLimit count over all of them. Events reports each connection's server up and
+// down; Stats.Servers lists them. Default 1; values < 1 are ignored.
+func WithConnections(n int) Option {
+	return func(o *options) {
+		if n >= 1 {
+			o.connections = n
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/mdclient/mdclient/conn"
@@ -41,13 +42,52 @@ type Config struct {
 	// FollowRedirects makes a Server Reference (CONNACK or DISCONNECT 0x9C, 0x9D) send the
 	// next attempt to the server it names, at most maxRedirects times in a row.
 	FollowRedirects bool
+	// Slots is how many connections to keep at once, each to a different server of the
+	// list while it has enough (else several to one); Up events name the slot as their
+	// Lane. At least 1.
+	Slots int
 }
 
-// Cluster is the membership actor. All of its state lives in Run's goroutine; the only way
-// in is SetServers.
+// Cluster is the membership actor: one goroutine per connection slot, each owning its own
+// state; the only way in is SetServers, and the one thing the slots share is which
+// server each has claimed (claims), so that they spread over the list.
 type Cluster struct {
-	cfg     Config
-	updates chan []Server // SetServers → Run; capacity 1, the latest list wins
+	cfg    Config
+	slots  []chan []Server // SetServers → each slot's loop; capacity 1, the latest list wins
+	rands  []*rand.Rand
+	claims claims
+}
+
+// claims records the server each slot is connected or connecting to. Each slot writes only
+// its own entry; all read the others' when they pick.
+type claims struct {
+	mu  sync.Mutex
+	eps []conn.Endpoint // by slot
+	has []bool
+}
+
+func (cl *claims) set(slot int, ep conn.Endpoint) {
+	cl.mu.Lock()
+	cl.eps[slot], cl.has[slot] = ep, true
+	cl.mu.Unlock()
+}
+
+func (cl *claims) drop(slot int) {
+	cl.mu.Lock()
+	cl.has[slot] = false
+	cl.mu.Unlock()
+}
+
+// takenBy reports whether a slot other than slot has claimed ep.
+func (cl *claims) takenBy(slot int, ep conn.Endpoint) bool {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	for i, has := range cl.has {
+		if has && i != slot && cl.eps[i] == ep {
+			return true
+		}
+	}
+	return false
 }
 
 // New returns an actor that does nothing until Run.
@@ -64,7 +104,18 @@ func New(cfg Config) *Cluster {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Cluster{cfg: cfg, updates: make(chan []Server, 1)}
+	cfg.Slots = max(cfg.Slots, 1)
+	c := &Cluster{cfg: cfg}
+	c.claims.eps, c.claims.has = make([]conn.Endpoint, cfg.Slots), make([]bool, cfg.Slots)
+	for i := range cfg.Slots {
+		c.slots = append(c.slots, make(chan []Server, 1))
+		if i == 0 {
+			c.rands = append(c.rands, cfg.Rand) // the caller's, so that a test can fix it
+		} else {
+			c.rands = append(c.rands, rand.New(rand.NewPCG(cfg.Rand.Uint64(), cfg.Rand.Uint64())))
+		}
+	}
+	return c
 }
 
 // SetServers replaces the server list. An attempt still dialing is abandoned; a live
@@ -72,15 +123,17 @@ func New(cfg Config) *Cluster {
 // listed is closed gracefully. The next choice is made from the new list, at once. It
 // never blocks.
 func (c *Cluster) SetServers(servers []Server) {
-	for {
-		select {
-		case c.updates <- servers:
-			return
-		default:
-		}
-		select {
-		case <-c.updates: // drop the older list that Run has not taken yet
-		default:
+	for _, updates := range c.slots {
+		for sent := false; !sent; {
+			select {
+			case updates <- servers:
+				sent = true
+			default:
+				select {
+				case <-updates: // drop the older list that the slot has not taken yet
+				default:
+				}
+			}
 		}
 	}
 }
@@ -112,15 +165,31 @@ func (m *member) penalty() int {
 // Reference (CONNACK or DISCONNECT 0x9C, 0x9D) sends the next attempt there, at once. It
 // returns when ctx ends, after closing the live connection and waiting for its goroutines.
 func (c *Cluster) Run(ctx context.Context) error {
-	r := &run{Cluster: c, last: -1}
+	var wg sync.WaitGroup
+	for i := range c.slots {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := &run{Cluster: c, slot: i, updates: c.slots[i], rnd: c.rands[i], last: -1}
+			r.loop(ctx)
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+// loop is one slot's actor.
+func (r *run) loop(ctx context.Context) {
+	c := r.Cluster
+	defer c.claims.drop(r.slot)
 	for {
 		if len(r.members) == 0 {
 			select {
-			case list := <-c.updates:
+			case list := <-r.updates:
 				r.replace(list)
 				continue
 			case <-ctx.Done():
-				return nil
+				return
 			}
 		}
 		// The server to try: where a redirect points, else the round's next pick.
@@ -135,28 +204,31 @@ func (c *Cluster) Run(ctx context.Context) error {
 				newRound(r.members)
 			}
 			if !anyTried(r.members) && !r.skipDelay {
-				if list, ok := c.sleep(ctx, c.cfg.Policy.Delay(r.rounds, c.cfg.Rand)); !ok {
-					return nil
+				if list, ok := r.sleep(ctx, c.cfg.Policy.Delay(r.rounds, r.rnd)); !ok {
+					return
 				} else if list != nil {
 					r.replace(list)
 					continue
 				}
 			}
 			r.skipDelay = false
-			i := pick(r.members, r.last, c.cfg.Rand)
+			i := pick(r.members, r.last, r.rnd, func(m *member) bool { return c.claims.takenBy(r.slot, m.Endpoint) })
 			r.last = i
 			r.members[i].tried = true
 			m = &r.members[i]
 			ep = m.Endpoint // m moves if the list is replaced while connected
 		}
-		cn, err, list := c.dial(ctx, ep, redirected || m != nil && m.moved)
+		c.claims.set(r.slot, ep)
+		cn, err, list := r.dial(ctx, ep, redirected || m != nil && m.moved)
 		switch {
 		case list != nil:
+			c.claims.drop(r.slot)
 			r.replace(list)
 			continue
 		case ctx.Err() != nil:
-			return nil
+			return
 		case err != nil:
+			c.claims.drop(r.slot)
 			if m != nil {
 				c.failed(r.members, m, err)
 			} else {
@@ -166,15 +238,20 @@ func (c *Cluster) Run(ctx context.Context) error {
 			r.follow(err, ep, m)
 			continue
 		}
-		if !r.connected(ctx, cn, ep, m, redirected) {
-			return nil
+		ok := r.connected(ctx, cn, ep, m, redirected)
+		c.claims.drop(r.slot)
+		if !ok {
+			return
 		}
 	}
 }
 
-// run is the state of one Run, owned by its goroutine.
+// run is the state of one slot's loop, owned by its goroutine.
 type run struct {
 	*Cluster
+	slot      int
+	updates   <-chan []Server
+	rnd       *rand.Rand
 	members   []member
 	rounds    int         // consecutive rounds in which every server failed
 	last      int         // index of the server used or tried last
@@ -199,7 +276,7 @@ func (r *run) replace(list []Server) {
 }
 
 // sleep waits d, or until a new list comes (returned) or ctx ends (false).
-func (c *Cluster) sleep(ctx context.Context, d time.Duration) ([]Server, bool) {
+func (r *run) sleep(ctx context.Context, d time.Duration) ([]Server, bool) {
 	if d <= 0 {
 		return nil, true
 	}
@@ -208,7 +285,7 @@ func (c *Cluster) sleep(ctx context.Context, d time.Duration) ([]Server, bool) {
 	select {
 	case <-t.C:
 		return nil, true
-	case list := <-c.updates:
+	case list := <-r.updates:
 		return list, true
 	case <-ctx.Done():
 		return nil, false
@@ -234,7 +311,7 @@ func (r *run) connected(ctx context.Context, cn *conn.Conn, ep conn.Endpoint, m 
 	c.cfg.Logger.Info("mdclient: connected", "server", name, "receive_maximum", cn.Limits().ReceiveMaximum)
 	c.cfg.Notify(true, name, nil)
 	select {
-	case c.cfg.Events <- conn.Event{Conn: cn, Up: true}:
+	case c.cfg.Events <- conn.Event{Conn: cn, Up: true, Lane: r.slot}:
 	case <-c.cfg.Quit:
 		cn.Close(nil)
 		return false
@@ -244,7 +321,7 @@ func (r *run) connected(ctx context.Context, cn *conn.Conn, ep conn.Endpoint, m 
 		select {
 		case <-cn.Done():
 			done = true
-		case list := <-c.updates:
+		case list := <-r.updates:
 			r.replace(list)
 			if !contains(list, ep) {
 				// The server in use is no longer listed: leave it, gracefully; what it
@@ -362,7 +439,8 @@ func parseReference(ref string, from conn.Endpoint) (conn.Endpoint, error) {
 // dial runs one attempt, abandoning it when a new server list arrives (returned, with
 // no connection) or ctx ends. A redirected attempt verifies TLS against its own host,
 // whatever server name the configuration gives.
-func (c *Cluster) dial(ctx context.Context, ep conn.Endpoint, redirected bool) (*conn.Conn, error, []Server) {
+func (r *run) dial(ctx context.Context, ep conn.Endpoint, redirected bool) (*conn.Conn, error, []Server) {
+	c := r.Cluster
 	dctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	type result struct {
@@ -392,7 +470,7 @@ func (c *Cluster) dial(ctx context.Context, ep conn.Endpoint, redirected bool) (
 	select {
 	case r := <-done:
 		return r.cn, r.err, nil
-	case list := <-c.updates:
+	case list := <-r.updates:
 		abandon()
 		return nil, nil, list
 	case <-ctx.Done():
@@ -474,35 +552,17 @@ func (c *Cluster) failed(members []member, m *member, err error) {
 // pick chooses the next server of the round: a weighted server not yet tried, else a
 // standby (weight 0) not yet tried; among those, the ones with the lowest penalty, chosen
 // at random by weight (standbys alike). The server used last is avoided while another is
-// left, so a failover always moves on. It returns last when nothing else is left.
-func pick(members []member, last int, rnd *rand.Rand) int {
-	for _, standby := range [2]bool{false, true} {
-		candidate := func(i int) bool {
-			m := &members[i]
-			return !m.tried && (m.Weight == 0) == standby && (i != last || len(members) == 1)
-		}
-		weight := func(m *member) int { return max(m.Weight, 1) }
-		best, total := -1, 0
-		for i := range members {
-			if !candidate(i) {
-				continue
+// left, so a failover always moves on, and so are the servers avoid names (those other
+// connection slots hold) while another is left. It returns last when nothing else is left.
+func pick(members []member, last int, rnd *rand.Rand, avoid func(*member) bool) int {
+	for _, spread := range [2]bool{true, false} {
+		for _, standby := range [2]bool{false, true} {
+			candidate := func(i int) bool {
+				m := &members[i]
+				return !m.tried && (m.Weight == 0) == standby && (i != last || len(members) == 1) &&
+					(!spread || avoid == nil || !avoid(m))
 			}
-			switch p := members[i].penalty(); {
-			case best < 0 || p < best:
-				best, total = p, weight(&members[i])
-			case p == best:
-				total += weight(&members[i])
-			}
-		}
-		if total == 0 {
-			continue
-		}
-		n := rnd.IntN(total)
-		for i := range members {
-			if !candidate(i) || members[i].penalty() != best {
-				continue
-			}
-			if n -= weight(&members[i]); n < 0 {
+			if i := pickAmong(members, candidate, rnd); i >= 0 {
 				return i
 			}
 		}
@@ -511,4 +571,34 @@ func pick(members []member, last int, rnd *rand.Rand) int {
 		return last
 	}
 	return 0
+}
+
+// pickAmong chooses among the candidates with the lowest penalty, at random by weight.
+func pickAmong(members []member, candidate func(int) bool, rnd *rand.Rand) int {
+	weight := func(m *member) int { return max(m.Weight, 1) }
+	best, total := -1, 0
+	for i := range members {
+		if !candidate(i) {
+			continue
+		}
+		switch p := members[i].penalty(); {
+		case best < 0 || p < best:
+			best, total = p, weight(&members[i])
+		case p == best:
+			total += weight(&members[i])
+		}
+	}
+	if total == 0 {
+		return -1
+	}
+	n := rnd.IntN(total)
+	for i := range members {
+		if !candidate(i) || members[i].penalty() != best {
+			continue
+		}
+		if n -= weight(&members[i]); n < 0 {
+			return i
+		}
+	}
+	return -1
 }

@@ -86,7 +86,7 @@ func TestPickByWeight(t *testing.T) {
 	members := []member{{Server: Server{Weight: 75}}, {Server: Server{Weight: 25}}, {Server: Server{Weight: 0}}}
 	var counts [3]int
 	for range 10000 {
-		counts[pick(members, -1, rnd)]++
+		counts[pick(members, -1, rnd, nil)]++
 	}
 	if counts[2] != 0 {
 		t.Errorf("standby chosen %d times while weighted servers were available", counts[2])
@@ -95,15 +95,15 @@ func TestPickByWeight(t *testing.T) {
 		t.Errorf("weight 75 of 100 chosen %d times of 10000", counts[0])
 	}
 	for range 100 {
-		if got := pick(members, 0, rnd); got != 1 {
+		if got := pick(members, 0, rnd, nil); got != 1 {
 			t.Fatalf("after server 0 failed, picked %d, want the other weighted server 1", got)
 		}
-		if got := pick(members[:1:1], 0, rnd); got != 0 {
+		if got := pick(members[:1:1], 0, rnd, nil); got != 0 {
 			t.Fatalf("single server: picked %d", got)
 		}
 	}
 	standby := []member{{Server: Server{Weight: 100}}, {Server: Server{Weight: 0}}}
-	if got := pick(standby, 0, rnd); got != 1 {
+	if got := pick(standby, 0, rnd, nil); got != 1 {
 		t.Errorf("with the only weighted server failed, picked %d, want the standby", got)
 	}
 }
@@ -117,7 +117,7 @@ func TestPickRounds(t *testing.T) {
 		last := -1
 		var order []int
 		for range 3 {
-			last = pick(members, last, rnd)
+			last = pick(members, last, rnd, nil)
 			members[last].tried = true
 			order = append(order, last)
 		}
@@ -126,7 +126,7 @@ func TestPickRounds(t *testing.T) {
 		}
 		// The next round starts afresh, avoiding the standby just tried.
 		newRound(members)
-		if next := pick(members, last, rnd); next == 2 {
+		if next := pick(members, last, rnd, nil); next == 2 {
 			t.Fatalf("a new round began with the server just tried")
 		}
 	}

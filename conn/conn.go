@@ -59,6 +59,7 @@ type Event struct {
 	Written   []byte // a buffer passed to Send, written (or failed) and handed back
 	Down      error  // Conn has ended, for this reason; no event from it follows
 	Refused   error  // every server refused the credentials (a *RefusedError)
+	Lane      int    // with Up: the engine's lane (connection slot) Conn serves
 }
 
 // Conn is one live MQTT connection. The engine hands it byte batches with Send; its reader

@@ -36,34 +36,22 @@ type batch struct {
 	dirty      bool     // a request in reqs has its outcome: rebuild before the hand-over
 }
 
-// resetBatch empties the batch, which no connection will take: what was batched has
-// gone back to the queue, or ended.
-func (e *Engine) resetBatch() {
-	b := &e.batch
-	for _, r := range b.reqs {
-		r.inBatch = false
-		e.maybeRelease(r)
-	}
-	clear(b.reqs)
-	b.buf, b.reqs, b.newAliases, b.dirty = b.buf[:0], b.reqs[:0], b.newAliases[:0], false
-}
-
 // pump moves queued requests onto the wire while identifiers are free, and hands the
 // batch to the writer when it is idle.
-func (e *Engine) pump() {
-	if e.deadQueued > 1024 && e.deadQueued > e.queue.len()/2 {
-		e.queue.compact(e.maybeRelease)
-		e.deadQueued = 0
+func (l *lane) pump() {
+	if l.deadQueued > 1024 && l.deadQueued > l.queue.len()/2 {
+		l.queue.compact(l.e.maybeRelease)
+		l.deadQueued = 0
 	}
-	if e.cur == nil {
+	if l.cur == nil {
 		return
 	}
-	e.checkWindow()
+	l.checkWindow()
 	// Encode a batch; if the writer was idle and took it, encode the next one meanwhile.
 	for {
-		e.encode()
-		e.gather()
-		if !e.flush() {
+		l.encode()
+		l.gather()
+		if !l.flush() {
 			return
 		}
 	}
@@ -72,12 +60,13 @@ func (e *Engine) pump() {
 // encode moves queued requests into the batch while packet identifiers are free, up to
 // maxBatchBytes. A request whose context has ended, or that the server cannot take,
 // gets its outcome here, before anything of it is encoded.
-func (e *Engine) encode() {
-	for e.queue.len() > 0 && len(e.free) > 0 && len(e.batch.buf) < maxBatchBytes && e.probe == nil {
-		r := e.queue.front()
+func (l *lane) encode() {
+	e := l.e
+	for l.queue.len() > 0 && len(l.free) > 0 && len(l.batch.buf) < maxBatchBytes && l.probe == nil && l.awaited == 0 {
+		r := l.queue.front()
 		if r.state == done {
-			e.queue.popFront()
-			e.deadQueued--
+			l.queue.popFront()
+			l.deadQueued--
 			e.maybeRelease(r)
 			continue
 		}
@@ -85,21 +74,21 @@ func (e *Engine) encode() {
 			e.expire(r, deadlineCause(r)) // the next turn of the loop pops it
 			continue
 		}
-		if fact, why := e.refuses(r); why != nil {
+		if fact, why := l.refuses(r); why != nil {
 			e.complete(r, fact, why)
 			continue
 		}
 		if !e.takeToken() {
 			return // the rate limit: the timer wakes the engine for the next token
 		}
-		e.queue.popFront()
-		id := e.free[len(e.free)-1]
-		e.free = e.free[:len(e.free)-1]
+		l.queue.popFront()
+		id := l.free[len(l.free)-1]
+		l.free = l.free[:len(l.free)-1]
 		r.id, r.state = id, batched
-		e.table[id] = r
-		e.append(r)
-		if e.needProbe {
-			e.probe, e.needProbe = r, false
+		l.table[id] = r
+		l.append(r)
+		if l.needProbe {
+			l.probe, l.needProbe = r, false
 		}
 	}
 }
@@ -139,9 +128,10 @@ func (e *Engine) takeToken() bool {
 // once for several messages, not once per message.
 const minTokenWait = time.Millisecond
 
-// nextToken is when the next token comes, if requests wait for one.
-func (e *Engine) nextToken() (time.Time, bool) {
-	if e.cfg.Rate <= 0 || e.cur == nil || e.queue.len() == e.deadQueued || e.tokens >= 1 || len(e.free) == 0 {
+// nextToken is when the next token comes, if requests wait for one on l.
+func (l *lane) nextToken() (time.Time, bool) {
+	e := l.e
+	if e.cfg.Rate <= 0 || l.cur == nil || !l.waiting() || e.tokens >= 1 || len(l.free) == 0 {
 		return time.Time{}, false
 	}
 	wait := time.Duration((1 - e.tokens) / e.cfg.Rate * float64(time.Second))
@@ -149,26 +139,26 @@ func (e *Engine) nextToken() (time.Time, bool) {
 }
 
 // refuses says why the server in use cannot take r, if it cannot.
-func (e *Engine) refuses(r *Request) (Fact, error) {
+func (l *lane) refuses(r *Request) (Fact, error) {
 	switch {
-	case e.lim.MaximumQoS == 0:
+	case l.lim.MaximumQoS == 0:
 		return Invalid, errQoS0Only
-	case r.Packet.Retain && !e.lim.RetainAvailable:
+	case r.Packet.Retain && !l.lim.RetainAvailable:
 		return Invalid, errNoRetains
 	}
-	if n := codec.PublishLen(&r.Packet); n > e.lim.MaxPacketSize {
-		return TooLarge, fmt.Errorf("%d bytes encoded, the server allows %d", n, e.lim.MaxPacketSize)
+	if n := codec.PublishLen(&r.Packet); n > l.lim.MaxPacketSize {
+		return TooLarge, fmt.Errorf("%d bytes encoded, the server allows %d", n, l.lim.MaxPacketSize)
 	}
 	return Acked, nil
 }
 
 // append encodes r, which has its packet identifier, at the end of the batch.
-func (e *Engine) append(r *Request) {
+func (l *lane) append(r *Request) {
 	p := r.Packet // a copy: the choices made for this connection stay off the request
 	p.PacketID, p.Dup = r.id, r.Outcome.Written
-	e.alias(&p)
-	e.batch.buf = codec.AppendPublish(e.batch.buf, &p)
-	e.batch.reqs = append(e.batch.reqs, r)
+	l.alias(&p)
+	l.batch.buf = codec.AppendPublish(l.batch.buf, &p)
+	l.batch.reqs = append(l.batch.reqs, r)
 	r.inBatch = true
 }
 
@@ -177,27 +167,27 @@ func (e *Engine) append(r *Request) {
 // only the alias. Aliases are handed out first come, first served, until the server's
 // Topic Alias Maximum; later topics go in full. Setting one up adds 3 bytes, never past
 // the server's Maximum Packet Size.
-func (e *Engine) alias(p *codec.Publish) {
-	if e.lim.TopicAliasMaximum == 0 || len(p.Topic) < minAliasedTopic {
+func (l *lane) alias(p *codec.Publish) {
+	if l.lim.TopicAliasMaximum == 0 || len(p.Topic) < minAliasedTopic {
 		return
 	}
-	if a, ok := e.aliases[p.Topic]; ok {
+	if a, ok := l.aliases[p.Topic]; ok {
 		p.Topic, p.TopicAlias = "", a
 		return
 	}
-	if len(e.aliases) >= e.lim.TopicAliasMaximum {
+	if len(l.aliases) >= l.lim.TopicAliasMaximum {
 		return
 	}
-	p.TopicAlias = uint16(len(e.aliases) + 1)
-	if codec.PublishLen(p) > e.lim.MaxPacketSize {
+	p.TopicAlias = uint16(len(l.aliases) + 1)
+	if codec.PublishLen(p) > l.lim.MaxPacketSize {
 		p.TopicAlias = 0
 		return
 	}
-	if e.aliases == nil {
-		e.aliases = make(map[string]uint16)
+	if l.aliases == nil {
+		l.aliases = make(map[string]uint16)
 	}
-	e.aliases[p.Topic] = p.TopicAlias
-	e.batch.newAliases = append(e.batch.newAliases, p.Topic)
+	l.aliases[p.Topic] = p.TopicAlias
+	l.batch.newAliases = append(l.batch.newAliases, p.Topic)
 }
 
 // gather lets callers about to hand in requests do so before a small batch goes to an
@@ -205,107 +195,62 @@ func (e *Engine) alias(p *codec.Publish) {
 // engine has just delivered, onto the engine's own processor: without a yield each of
 // them would meet an idle writer and get a write (a system call) of its own. When no one
 // else is runnable, Gosched returns at once.
-func (e *Engine) gather() {
-	if e.writing || e.cur == nil || len(e.batch.buf) == 0 || len(e.batch.buf) >= smallBatch || e.draining {
+func (l *lane) gather() {
+	if l.writing || l.cur == nil || len(l.batch.buf) == 0 || len(l.batch.buf) >= smallBatch || l.e.draining {
 		return
 	}
 	runtime.Gosched()
-	e.take()
-	e.encode()
+	l.e.take()
+	l.encode()
 }
 
 // flush hands the batch to the writer if it is idle, and reports whether it did. This is
 // the moment its requests are written.
-func (e *Engine) flush() bool {
-	if e.writing || e.cur == nil || len(e.batch.reqs) == 0 {
+func (l *lane) flush() bool {
+	if l.writing || l.cur == nil || len(l.batch.reqs) == 0 {
 		return false
 	}
-	if e.batch.dirty {
-		e.rebuild()
-		if len(e.batch.reqs) == 0 {
+	if l.batch.dirty {
+		l.rebuild()
+		if len(l.batch.reqs) == 0 {
 			return false
 		}
 	}
-	if !e.cur.Send(e.batch.buf) {
+	if !l.cur.Send(l.batch.buf) {
 		return false // the connection is ending; its Down event will follow
 	}
-	e.writing = true
-	e.counts.BytesWritten += uint64(len(e.batch.buf))
-	for _, r := range e.batch.reqs {
+	l.writing = true
+	l.e.counts.BytesWritten += uint64(len(l.batch.buf))
+	for _, r := range l.batch.reqs {
 		r.state, r.inBatch = sent, false
-		r.Outcome.Written, r.Outcome.Server = true, e.server
+		r.Outcome.Written, r.Outcome.Server = true, l.server
 	}
-	e.sent += len(e.batch.reqs)
-	clear(e.batch.reqs)
-	e.batch.reqs, e.batch.newAliases = e.batch.reqs[:0], e.batch.newAliases[:0]
-	e.batch.buf, e.spare = e.spare[:0], nil
+	l.sent += len(l.batch.reqs)
+	l.e.sent += len(l.batch.reqs)
+	clear(l.batch.reqs)
+	l.batch.reqs, l.batch.newAliases = l.batch.reqs[:0], l.batch.newAliases[:0]
+	l.batch.buf, l.spare = l.spare[:0], nil
 	return true
 }
 
 // rebuild encodes the batch again without the requests that got their outcome in it,
 // freeing their identifiers (the server never saw them) and setting up again the aliases
 // they set up.
-func (e *Engine) rebuild() {
-	for _, t := range e.batch.newAliases {
-		delete(e.aliases, t)
+func (l *lane) rebuild() {
+	for _, t := range l.batch.newAliases {
+		delete(l.aliases, t)
 	}
-	reqs := e.batch.reqs
-	e.batch.buf, e.batch.reqs, e.batch.newAliases, e.batch.dirty = e.batch.buf[:0], reqs[:0], e.batch.newAliases[:0], false
+	reqs := l.batch.reqs
+	l.batch.buf, l.batch.reqs, l.batch.newAliases, l.batch.dirty = l.batch.buf[:0], reqs[:0], l.batch.newAliases[:0], false
 	for _, r := range reqs {
 		if r.state == done {
-			e.table[r.id] = nil
-			e.free = append(e.free, r.id)
+			l.table[r.id] = nil
+			l.free = append(l.free, r.id)
 			r.inBatch = false
-			e.maybeRelease(r)
+			l.e.maybeRelease(r)
 			continue
 		}
-		e.append(r)
+		l.append(r)
 	}
-	clear(reqs[len(e.batch.reqs):])
-}
-
-// windowPatience is how long the window may stay held by unanswered publishes (see
-// windowHeld) before the engine opens a fresh connection. A slow server acknowledges
-// something meanwhile, which frees identifiers and ends the wait.
-const windowPatience = time.Second
-
-// windowHeld reports whether publishes that timed out unanswered hold at least half of
-// the window and none is free.
-func (e *Engine) windowHeld() bool {
-	window := len(e.table) - 1
-	return e.cur != nil && !e.windowShut && len(e.free) == 0 && e.held > 0 && 2*e.held >= window
-}
-
-// checkWindow opens a fresh connection once the window has been held for windowPatience
-// and a request waits for it: the server frees those identifiers only by acknowledging
-// them, and may never do so. The patience counts from when the window was first seen
-// held, also while no request waited (callers whose contexts are shorter than the
-// patience would otherwise never see it run out).
-func (e *Engine) checkWindow() {
-	if !e.windowHeld() {
-		e.heldSince = time.Time{}
-		return
-	}
-	if e.heldSince.IsZero() {
-		e.heldSince = e.now
-	}
-	if e.now.Sub(e.heldSince) < windowPatience || e.live == e.sent {
-		return
-	}
-	e.windowShut = true
-	err := fmt.Errorf("%w: %d of %d packet identifiers", ErrWindowHeld, e.held, len(e.table)-1)
-	e.log.Warn("mdclient: reconnecting", "server", e.server, "reason", err)
-	e.cur.Close(err)
-}
-
-// popQueued takes the first entry off the queue: its request, or nil if it already has
-// its outcome.
-func (e *Engine) popQueued() *Request {
-	r := e.queue.popFront()
-	if r.state == done {
-		e.deadQueued--
-		e.maybeRelease(r)
-		return nil
-	}
-	return r
+	clear(reqs[len(l.batch.reqs):])
 }

@@ -1,12 +1,10 @@
 package engine
 
 import (
-	"cmp"
 	"context"
 	"errors"
-	"fmt"
+	"hash/maphash"
 	"log/slog"
-	"slices"
 	"sync/atomic"
 	"time"
 
@@ -18,16 +16,21 @@ import (
 // timed out and that the server never acknowledged: only a fresh connection frees it.
 var ErrWindowHeld = errors.New("mdclient: the server left the window full of unanswered publishes")
 
-// abandoned marks a slot of the in-flight table whose request already has its outcome
+// abandoned marks a slot of an in-flight table whose request already has its outcome
 // (it timed out) but whose packet identifier the server still holds until it acknowledges.
 var abandoned = &Request{}
 
 // Config sets an Engine's bounds.
 type Config struct {
+	// Lanes is how many connections the engine uses at once (each its own lane: queue,
+	// in-flight table, Receive Maximum window); a message goes to the lane its subject
+	// hashes to. At least 1.
+	Lanes int
 	// MaxQueued bounds the requests accepted and not yet written (resends included):
 	// past it Submit waits. At least 1.
 	MaxQueued int
-	// MaxInflight caps unacknowledged publishes below the server's Receive Maximum; 0: none.
+	// MaxInflight caps unacknowledged publishes per connection below the server's
+	// Receive Maximum; 0: none.
 	MaxInflight int
 	// PublishTimeout is the deadline, from admission, of a request whose context has none.
 	PublishTimeout time.Duration
@@ -38,8 +41,8 @@ type Config struct {
 	// Complete had it), so that the submitter may reuse it. Called on the engine's goroutine.
 	Release func(*Request)
 	Logger  *slog.Logger
-	// Rate, when above 0, caps the publishes written per second (a token bucket of Burst,
-	// at least 1), resends included.
+	// Rate, when above 0, caps the publishes written per second over all lanes (a token
+	// bucket of Burst, at least 1), resends included.
 	Rate  float64
 	Burst int
 }
@@ -59,48 +62,34 @@ type Engine struct {
 	timers  timerPool       // for callers waiting for room
 
 	// Owned by Run.
-	now        time.Time   // read once per turn of the loop
-	cur        *conn.Conn  // the connection in use; nil while none is up
-	server     string      // cur's address
-	lim        conn.Limits // cur's limits
-	queue      ring        // requests waiting for the wire, resends first
-	deadQueued int         // entries of queue whose request already has its outcome
-	table      []*Request  // batched and sent requests by packet identifier; slot 0 unused
-	free       []uint16    // packet identifiers not in use on cur
-	held       int         // identifiers held by abandoned requests
-	live       int         // requests admitted and without an outcome
-	sent       int         // of those, the ones handed to cur and not acknowledged
-	told       int         // live-sent as last told to the inbox
-	batch      batch       // the bytes to hand to cur's writer next, and their requests
-	spare      []byte      // the other batch buffer, when the writer has given it back
-	writing    bool        // a batch is with cur's writer
-	aliases    map[string]uint16
-	needProbe  bool     // the next connection starts with one message alone (see lost)
-	probe      *Request // that message, while it is out; nothing else is sent meanwhile
-	dls        deadlines
-	timer      *time.Timer
-	armed      time.Time // when timer fires; zero when stopped
-	draining   bool
-	drainBy    time.Time
-	completed  []*Request // given their outcome this turn, for Config.Complete
-	seq        uint64
-	counts     Stats
-	final      Stats // the last snapshot, written before quit is closed
-	ackBuf     []codec.Puback
-	takenReqs  []*Request // spare slices for the inbox swap
-	takenCanc  []*Request
-	resendBuf  []*Request
-	windowShut bool      // cur is being closed for ErrWindowHeld
-	heldSince  time.Time // when the window was first seen held (see windowHeld); zero when not
-	tokens     float64   // the rate limit's bucket, as of tokensAt
-	tokensAt   time.Time
+	now       time.Time // read once per turn of the loop
+	lanes     []*lane
+	servedBy  []int // by home lane: the lane serving its subjects now (see route.go)
+	seed      maphash.Seed
+	live      int // requests admitted and without an outcome
+	sent      int // of those, the ones handed to a connection and not acknowledged
+	told      int // live-sent as last told to the inbox
+	dls       deadlines
+	timer     *time.Timer
+	armed     time.Time // when timer fires; zero when stopped
+	draining  bool
+	drainBy   time.Time
+	completed []*Request // given their outcome this turn, for Config.Complete
+	seq       uint64
+	counts    Stats
+	final     Stats // the last snapshot, written before quit is closed
+	ackBuf    []codec.Puback
+	takenReqs []*Request // spare slices for the inbox swap
+	takenCanc []*Request
+	moveBuf   []*Request
+	tokens    float64 // the rate limit's bucket, as of tokensAt
+	tokensAt  time.Time
 }
 
 // New returns an engine; Run starts it.
 func New(cfg Config) *Engine {
-	if cfg.MaxQueued < 1 {
-		cfg.MaxQueued = 1
-	}
+	cfg.MaxQueued = max(cfg.MaxQueued, 1)
+	cfg.Lanes = max(cfg.Lanes, 1)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -112,8 +101,7 @@ func New(cfg Config) *Engine {
 	}
 	t := time.NewTimer(time.Hour)
 	t.Stop()
-	return &Engine{
-		tokens:  float64(cfg.Burst),
+	e := &Engine{
 		cfg:     cfg,
 		log:     cfg.Logger,
 		wake:    make(chan struct{}, 1),
@@ -122,7 +110,14 @@ func New(cfg Config) *Engine {
 		stats:   make(chan chan Stats),
 		quit:    make(chan struct{}),
 		timer:   t,
+		tokens:  float64(cfg.Burst),
+		seed:    maphash.MakeSeed(),
 	}
+	for i := range cfg.Lanes {
+		e.lanes = append(e.lanes, &lane{e: e, idx: i})
+		e.servedBy = append(e.servedBy, i)
+	}
+	return e
 }
 
 // Events is where connections and the cluster actor send their events.
@@ -135,7 +130,7 @@ func (e *Engine) Quit() <-chan struct{} { return e.quit }
 func (e *Engine) Connected() bool { return e.online.Load() }
 
 // Close stops accepting (Submit returns ErrClosed from now on), lets Run drain what it
-// holds until deadline, then end what is left with Closed and close the connection in
+// holds until deadline, then end what is left with Closed and close the connections in
 // use; it returns once Run has. Call it once, and only after Run was started.
 func (e *Engine) Close(deadline time.Time) {
 	e.in.seal()
@@ -152,7 +147,9 @@ func (e *Engine) Run() error {
 		e.now = time.Now()
 		e.take()
 		e.expireDue()
-		e.pump()
+		for _, l := range e.lanes {
+			l.pump()
+		}
 		e.deliver()
 		e.tell()
 		if e.draining && (e.live == 0 || !e.now.Before(e.drainBy)) {
@@ -222,7 +219,7 @@ func (e *Engine) tell() {
 // over before Close sealed it, so it is drained like the rest.
 func (e *Engine) admit(r *Request) {
 	r.state, r.id, r.deaths, r.dlPos = queued, 0, 0, noDeadline
-	r.inRing, r.inBatch, r.cancelPending, r.delivered = false, false, false, false
+	r.inRing, r.inBatch, r.cancelPending, r.delivered, r.awaited = false, false, false, false, false
 	r.Outcome = Outcome{}
 	r.Packet.QoS = 1
 	r.seq = e.seq
@@ -240,27 +237,32 @@ func (e *Engine) admit(r *Request) {
 	if r.Ctx.Done() != nil {
 		r.stopCtx = context.AfterFunc(r.Ctx, func() { e.cancel(r) })
 	}
-	e.queue.pushBack(r)
+	r.home = e.homeOf(r.Packet.Topic)
+	r.lane = e.lanes[e.servedBy[r.home]]
+	r.lane.queue.pushBack(r)
 }
 
 // complete gives r its outcome, once: fact, and cause for facts other than Acked. What
 // the request already says of itself (written, server, reason code) stays.
 func (e *Engine) complete(r *Request, fact Fact, cause error) {
+	l := r.lane
 	switch r.state {
 	case done, released:
 		panic("engine: a request completed twice")
 	case queued:
-		e.deadQueued++ // its entry stays in the queue until popped or compacted
+		l.deadQueued++ // its entry stays in the queue until popped or compacted
 	case batched:
-		e.batch.dirty = true // its bytes come out of the batch before the hand-over
+		l.batch.dirty = true // its bytes come out of the batch before the hand-over
 	case sent:
+		l.sent--
 		e.sent--
 	}
+	e.unawait(r)
 	r.state = done
 	r.Outcome.Fact, r.Outcome.Cause = fact, cause
 	e.live--
-	if r == e.probe {
-		e.probe = nil
+	if r == l.probe {
+		l.probe = nil
 	}
 	if r.dlPos != noDeadline {
 		e.dls.remove(r)
@@ -273,6 +275,12 @@ func (e *Engine) complete(r *Request, fact Fact, cause error) {
 	e.completed = append(e.completed, r)
 }
 
+// completeUnqueued completes a request just popped off its lane's queue.
+func (e *Engine) completeUnqueued(r *Request, fact Fact, cause error) {
+	e.complete(r, fact, cause)
+	r.lane.deadQueued-- // complete counted it as still in the queue
+}
+
 // maybeRelease hands r back with Config.Release once its outcome is delivered and the
 // engine holds it nowhere.
 func (e *Engine) maybeRelease(r *Request) {
@@ -280,6 +288,7 @@ func (e *Engine) maybeRelease(r *Request) {
 		return
 	}
 	r.state = released
+	r.lane = nil
 	if e.cfg.Release != nil {
 		e.cfg.Release(r)
 	}
@@ -299,24 +308,29 @@ func (e *Engine) deliver() {
 	e.completed = e.completed[:0]
 }
 
-// arm sets the one timer to the earliest deadline.
+// arm sets the one timer to the earliest deadline: of a request on the publish timeout,
+// of the drain, of a lane's held window, of the rate limit's next token.
 func (e *Engine) arm() {
 	var at time.Time
-	first := e.dls.first()
-	ok := first != nil
-	if ok {
-		at = first.deadline
-	}
-	if e.draining && (!ok || e.drainBy.Before(at)) {
-		at, ok = e.drainBy, true
-	}
-	if !e.heldSince.IsZero() && e.live > e.sent {
-		if check := e.heldSince.Add(windowPatience); !ok || check.Before(at) {
-			at, ok = check, true
+	ok := false
+	earlier := func(t time.Time) {
+		if !ok || t.Before(at) {
+			at, ok = t, true
 		}
 	}
-	if next, limited := e.nextToken(); limited && (!ok || next.Before(at)) {
-		at, ok = next, true
+	if first := e.dls.first(); first != nil {
+		earlier(first.deadline)
+	}
+	if e.draining {
+		earlier(e.drainBy)
+	}
+	for _, l := range e.lanes {
+		if !l.heldSince.IsZero() && l.waiting() {
+			earlier(l.heldSince.Add(windowPatience))
+		}
+		if next, limited := l.nextToken(); limited {
+			earlier(next)
+		}
 	}
 	if !ok || (!e.armed.IsZero() && !at.Before(e.armed)) {
 		return
@@ -338,175 +352,113 @@ func (e *Engine) expire(r *Request, cause error) {
 		return // it ended otherwise before the callback's news arrived
 	case sent:
 		// The server holds the identifier until it acknowledges; keep it out of use.
-		e.table[r.id] = abandoned
-		e.held++
+		r.lane.table[r.id] = abandoned
+		r.lane.held++
 	}
-	r.Outcome.NoConnection = e.cur == nil
+	r.Outcome.NoConnection = !e.online.Load()
 	e.complete(r, Expired, cause)
 }
 
 func (e *Engine) handle(ev conn.Event) {
 	switch {
 	case ev.Up:
-		if e.cur != nil {
-			e.lost(fmt.Errorf("replaced by a connection to %s", ev.Conn.Endpoint()))
+		l := e.lanes[min(max(ev.Lane, 0), len(e.lanes)-1)]
+		if l.cur != nil {
+			l.lost(errReplaced(ev.Conn))
 		}
-		e.up(ev.Conn)
+		l.up(ev.Conn)
+		e.route()
 	case ev.Refused != nil:
-		for e.queue.len() > 0 {
-			if r := e.popQueued(); r != nil {
-				e.completeUnqueued(r, Refused, ev.Refused)
+		for _, l := range e.lanes {
+			for l.queue.len() > 0 {
+				if r := l.popQueued(); r != nil {
+					e.completeUnqueued(r, Refused, ev.Refused)
+				}
 			}
 		}
-	case ev.Conn != e.cur:
-		// An event of a connection already replaced: nothing of it is ours any more.
-		// (Its acks were all taken before its Down event.)
-	case ev.AcksReady:
-		e.ackBuf = ev.Conn.TakeAcks(e.ackBuf)
-		e.acks(e.ackBuf)
-		clear(e.ackBuf) // drop reason strings
-	case ev.Written != nil:
-		e.writing = false
-		e.spare = ev.Written
-	case ev.Down != nil:
-		e.lost(ev.Down)
+	default:
+		l := e.laneOf(ev.Conn)
+		switch {
+		case l == nil:
+			// An event of a connection already replaced: nothing of it is ours any more.
+			// (Its acks were all taken before its Down event.)
+		case ev.AcksReady:
+			e.ackBuf = ev.Conn.TakeAcks(e.ackBuf)
+			l.acks(e.ackBuf)
+			clear(e.ackBuf) // drop reason strings
+		case ev.Written != nil:
+			l.writing = false
+			l.spare = ev.Written
+		case ev.Down != nil:
+			l.lost(ev.Down)
+			e.route()
+		}
 	}
 }
 
-// completeUnqueued completes a request just popped off the queue.
-func (e *Engine) completeUnqueued(r *Request, fact Fact, cause error) {
-	e.complete(r, fact, cause)
-	e.deadQueued-- // complete counted it as still in the queue
+// laneOf is the lane whose connection c is, or nil.
+func (e *Engine) laneOf(c *conn.Conn) *lane {
+	for _, l := range e.lanes {
+		if l.cur == c && c != nil {
+			return l
+		}
+	}
+	return nil
 }
 
-func (e *Engine) up(c *conn.Conn) {
-	e.cur, e.server, e.lim = c, c.Endpoint().String(), c.Limits()
-	window := e.lim.ReceiveMaximum
-	if e.cfg.MaxInflight > 0 {
-		window = min(window, e.cfg.MaxInflight)
-	}
-	clear(e.aliases) // aliases live as long as a connection
-	e.counts.Connections++
-	e.table = slices.Grow(e.table[:0], window+1)[:window+1]
-	clear(e.table)
-	e.free = slices.Grow(e.free[:0], window)[:0]
-	for id := window; id >= 1; id-- {
-		e.free = append(e.free, uint16(id))
-	}
-	e.held, e.writing, e.windowShut, e.heldSince = 0, false, false, time.Time{}
-	e.resetBatch()
-	e.online.Store(true)
-}
-
-// lost handles the end of the connection in use. At-least-once messages it had sent and
-// not had acknowledged go back to the front of the queue, in their original order, to
-// be sent again, with those batched and not yet handed over; at-most-once ones it had
-// sent may have arrived, so they end (Lost). A message that was in flight on
-// PoisonAfter lost connections in a row ends too (Poisoned): the server may be dropping
-// the connection over it. So that only a suspect is ever charged for a loss, the next
-// connection then sends one message alone, the oldest, until it has its outcome.
-func (e *Engine) lost(cause error) {
-	back := e.resendBuf[:0]
-	charged := false
-	for id, r := range e.table {
-		if r == nil {
-			continue
-		}
-		e.table[id] = nil
-		if r == abandoned {
-			continue
-		}
-		switch r.state {
-		case batched:
-			r.state = queued
-			back = append(back, r)
-		case sent:
-			if r.AtMostOnce {
-				e.complete(r, Lost, cause)
-				continue
-			}
-			if r.deaths++; r.deaths >= PoisonAfter {
-				e.complete(r, Poisoned, fmt.Errorf("its connection was lost %d times in a row while it was in flight: %w", r.deaths, cause))
-				continue
-			}
-			e.sent--
-			r.state = queued
-			back = append(back, r)
-			charged = true
-			e.counts.Resent++
-		}
-	}
-	slices.SortFunc(back, func(a, b *Request) int { return cmp.Compare(b.seq, a.seq) })
-	for _, r := range back {
-		e.queue.pushFront(r)
-	}
-	if len(back) > 0 {
-		e.log.Info("mdclient: resending unacknowledged messages", "count", len(back), "reason", cause)
-	}
-	clear(back)
-	e.resendBuf = back[:0]
-	e.needProbe = e.needProbe || charged
-	e.probe = nil
-	e.cur, e.server, e.free, e.writing, e.held = nil, "", e.free[:0], false, 0
-	e.resetBatch()
-	e.online.Store(false)
-}
-
-func (e *Engine) acks(acks []codec.Puback) {
-	for _, a := range acks {
-		id := int(a.PacketID)
-		if id >= len(e.table) || e.table[id] == nil || e.table[id] != abandoned && e.table[id].state != sent {
-			e.cur.Abort(fmt.Errorf("%w: PUBACK for packet id %d, which is not in flight", conn.ErrProtocol, id))
-			return
-		}
-		r := e.table[id]
-		e.table[id] = nil
-		e.free = append(e.free, uint16(id))
-		if r == abandoned {
-			e.held--
-			continue
-		}
-		r.Outcome.Reason, r.Outcome.ReasonString = a.ReasonCode, a.ReasonString
-		e.complete(r, Acked, nil)
-	}
-}
-
-// finish ends what is left with Closed and closes the connection in use.
+// finish ends what is left with Closed and closes the connections in use.
 func (e *Engine) finish() {
 	e.timer.Stop()
 	e.take() // the sealed inbox's last requests
-	for id, r := range e.table {
-		if r != nil && r != abandoned && r.state != done {
-			e.table[id] = nil
-			e.complete(r, Closed, nil)
+	for _, l := range e.lanes {
+		for id, r := range l.table {
+			if r != nil && r != abandoned && r.state != done {
+				l.table[id] = nil
+				e.complete(r, Closed, nil)
+			}
 		}
-	}
-	for e.queue.len() > 0 {
-		if r := e.popQueued(); r != nil {
-			e.completeUnqueued(r, Closed, nil)
+		for l.queue.len() > 0 {
+			if r := l.popQueued(); r != nil {
+				e.completeUnqueued(r, Closed, nil)
+			}
 		}
 	}
 	e.deliver()
-	if e.cur != nil {
-		e.cur.Close(nil)
+	for _, l := range e.lanes {
+		l.resetBatch()
+		if l.cur != nil {
+			l.cur.Close(nil)
+		}
 	}
 	e.final = e.snapshot()
 }
 
 // Stats is a snapshot of the engine's state and counters.
 type Stats struct {
-	Admitted     uint64 // requests accepted since the start
-	InFlight     int    // written and not yet acknowledged, timed-out ones included
-	Queued       int    // accepted and not yet written (resends included)
-	Resent       uint64 // messages queued again after their connection was lost
-	Connections  uint64 // connections made since the start
-	Server       string // the server in use; "" while none is connected
-	BytesWritten uint64 // bytes handed to connections
+	Admitted     uint64   // requests accepted since the start
+	InFlight     int      // written and not yet acknowledged, timed-out ones included
+	Queued       int      // accepted and not yet written (resends included)
+	Resent       uint64   // messages queued again after their connection was lost
+	Connections  uint64   // connections made since the start
+	Reconnects   uint64   // of those, the ones of a lane that had had one before
+	Server       string   // the server of the first connection in use; "" while none is up
+	Servers      []string // the servers of the connections in use, by lane
+	BytesWritten uint64   // bytes handed to connections
 }
 
 func (e *Engine) snapshot() Stats {
 	st := e.counts
-	st.InFlight, st.Queued, st.Server = e.sent+e.held, e.live-e.sent, e.server
+	st.Queued = e.live - e.sent
+	st.Servers = nil
+	for _, l := range e.lanes {
+		st.InFlight += l.sent + l.held
+		if l.cur != nil {
+			st.Servers = append(st.Servers, l.server)
+		}
+	}
+	if len(st.Servers) > 0 {
+		st.Server = st.Servers[0]
+	}
 	return st
 }
 

@@ -71,6 +71,10 @@ type Request struct {
 	dlPos    uint64    // position in the deadlines queue; noDeadline when not there
 	stopCtx  func() bool
 
+	lane    *lane // the lane whose queue, batch or table holds it
+	home    int   // its subject's home lane (route.go)
+	awaited bool  // its home lane waits for its outcome (route.go)
+
 	// Where the engine still holds the request, so that it is released (Config.Release)
 	// only once it holds it nowhere: after its outcome was delivered, out of the queue and
 	// the batch, and with no context callback still on its way.

@@ -65,7 +65,10 @@ func newRig(t *testing.T, cfg Config) *rig {
 
 // connect opens a connection to p over a pipe and hands it to the engine, as the cluster
 // actor does.
-func (r *rig) connect(p *mqttpeer.Peer) *conn.Conn {
+func (r *rig) connect(p *mqttpeer.Peer) *conn.Conn { return r.connectLane(p, 0) }
+
+// connectLane is connect for one of the engine's lanes.
+func (r *rig) connectLane(p *mqttpeer.Peer, lane int) *conn.Conn {
 	r.t.Helper()
 	client, server := net.Pipe()
 	go p.Serve(server)
@@ -73,7 +76,7 @@ func (r *rig) connect(p *mqttpeer.Peer) *conn.Conn {
 	if err != nil {
 		r.t.Fatalf("Open: %v", err)
 	}
-	r.e.Events() <- conn.Event{Conn: cn, Up: true}
+	r.e.Events() <- conn.Event{Conn: cn, Up: true, Lane: lane}
 	cn.Start(r.e.Events(), r.e.Quit())
 	return cn
 }

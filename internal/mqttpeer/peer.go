@@ -54,6 +54,38 @@ func (p *Peer) Serve(nc net.Conn) {
 	p.conns++
 	n := p.conns
 	p.mu.Unlock()
+	// One goroutine writes: the loop and the late acknowledgements hand it their frames,
+	// so that nothing waits on the pipe's own lock (a testing/synctest bubble could not
+	// tell such a wait from a deadlock).
+	out, stop, written := make(chan []byte, 64), make(chan struct{}), make(chan struct{})
+	defer func() {
+		close(stop)
+		<-written // what the loop handed over goes out before the connection closes
+	}()
+	go func() {
+		defer close(written)
+		for {
+			select {
+			case b := <-out:
+				nc.Write(b)
+			case <-stop:
+				for {
+					select {
+					case b := <-out:
+						nc.Write(b)
+					default:
+						return
+					}
+				}
+			}
+		}
+	}()
+	write := func(b []byte) {
+		select {
+		case out <- b:
+		case <-stop:
+		}
+	}
 	buf := make([]byte, 0, 64<<10)
 	aliases := map[uint16]string{}
 	read := func() (codec.Header, []byte, bool) {
@@ -82,9 +114,7 @@ func (p *Peer) Serve(nc net.Conn) {
 	if !ok || h.Type != codec.TypeConnect {
 		return
 	}
-	if _, err := nc.Write(codec.AppendConnack(nil, &p.Connack)); err != nil {
-		return
-	}
+	write(codec.AppendConnack(nil, &p.Connack))
 	for {
 		h, body, ok := read()
 		if !ok {
@@ -94,7 +124,7 @@ func (p *Peer) Serve(nc net.Conn) {
 		case codec.TypeDisconnect:
 			return
 		case codec.TypePingreq:
-			nc.Write(codec.AppendPingresp(nil))
+			write(codec.AppendPingresp(nil))
 			continue
 		case codec.TypePublish:
 		default:
@@ -134,13 +164,14 @@ func (p *Peer) Serve(nc net.Conn) {
 		case a.Drop:
 		case a.Later != nil:
 			go func() {
-				<-a.Later
-				nc.Write(ack) // net.Pipe serialises concurrent writes
+				select {
+				case <-a.Later:
+					write(ack)
+				case <-stop:
+				}
 			}()
 		default:
-			if _, err := nc.Write(ack); err != nil {
-				return
-			}
+			write(ack)
 		}
 	}
 }

@@ -1,0 +1,213 @@
+package engine
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/mdclient/mdclient/codec"
+	"github.com/mdclient/mdclient/conn"
+)
+
+// lane is one connection slot of the engine: the connection in use on it, its queue of
+// requests waiting for the wire, its in-flight table and window. Owned by Run's goroutine.
+type lane struct {
+	e          *Engine
+	idx        int
+	cur        *conn.Conn  // the connection in use; nil while none is up
+	server     string      // cur's address
+	lim        conn.Limits // cur's limits
+	queue      ring        // requests waiting for the wire, resends first
+	deadQueued int         // entries of queue whose request already has its outcome
+	table      []*Request  // batched and sent requests by packet identifier; slot 0 unused
+	free       []uint16    // packet identifiers not in use on cur
+	held       int         // identifiers held by abandoned requests
+	sent       int         // requests handed to cur and not acknowledged
+	batch      batch       // the bytes to hand to cur's writer next, and their requests
+	spare      []byte      // the other batch buffer, when the writer has given it back
+	writing    bool        // a batch is with cur's writer
+	aliases    map[string]uint16
+	needProbe  bool     // the next connection starts with one message alone (see lost)
+	probe      *Request // that message, while it is out; nothing else is sent meanwhile
+	windowShut bool     // cur is being closed for ErrWindowHeld
+	heldSince  time.Time
+	// awaited counts the requests of this lane's subjects still batched or sent on the
+	// lane that served them while this one was down: until they have their outcome, this
+	// lane sends nothing, so that no message of a subject overtakes an older one.
+	awaited int
+	everUp  bool // it had a connection before
+}
+
+// errReplaced ends a connection that the next one of its lane replaces.
+func errReplaced(next *conn.Conn) error {
+	return fmt.Errorf("replaced by a connection to %s", next.Endpoint())
+}
+
+func (l *lane) up(c *conn.Conn) {
+	e := l.e
+	l.cur, l.server, l.lim = c, c.Endpoint().String(), c.Limits()
+	window := l.lim.ReceiveMaximum
+	if e.cfg.MaxInflight > 0 {
+		window = min(window, e.cfg.MaxInflight)
+	}
+	clear(l.aliases) // aliases live as long as a connection
+	e.counts.Connections++
+	if l.everUp {
+		e.counts.Reconnects++
+	}
+	l.everUp = true
+	l.table = slices.Grow(l.table[:0], window+1)[:window+1]
+	clear(l.table)
+	l.free = slices.Grow(l.free[:0], window)[:0]
+	for id := window; id >= 1; id-- {
+		l.free = append(l.free, uint16(id))
+	}
+	l.held, l.writing, l.windowShut, l.heldSince = 0, false, false, time.Time{}
+	l.resetBatch()
+	e.online.Store(true)
+}
+
+// lost handles the end of the lane's connection. At-least-once messages it had sent and
+// not had acknowledged go back to the front of the queue, in their original order, to be
+// sent again, with those batched and not yet handed over; at-most-once ones it had sent
+// may have arrived, so they end (Lost). A message that was in flight on PoisonAfter lost
+// connections in a row ends too (Poisoned): the server may be dropping the connection
+// over it. So that only a suspect is ever charged for a loss, the lane's next connection
+// then sends one message alone, the oldest, until it has its outcome. The engine's route
+// then moves what the lane holds to a lane that is up.
+func (l *lane) lost(cause error) {
+	e := l.e
+	back := e.moveBuf[:0]
+	charged := false
+	for id, r := range l.table {
+		if r == nil {
+			continue
+		}
+		l.table[id] = nil
+		if r == abandoned {
+			continue
+		}
+		switch r.state {
+		case batched:
+			r.state = queued
+			e.unawait(r)
+			back = append(back, r)
+		case sent:
+			if r.AtMostOnce {
+				e.complete(r, Lost, cause)
+				continue
+			}
+			if r.deaths++; r.deaths >= PoisonAfter {
+				e.complete(r, Poisoned, fmt.Errorf("its connection was lost %d times in a row while it was in flight: %w", r.deaths, cause))
+				continue
+			}
+			l.sent--
+			e.sent--
+			r.state = queued
+			e.unawait(r)
+			back = append(back, r)
+			charged = true
+			e.counts.Resent++
+		}
+	}
+	slices.SortFunc(back, func(a, b *Request) int { return cmp.Compare(b.seq, a.seq) })
+	for _, r := range back {
+		l.queue.pushFront(r)
+	}
+	if len(back) > 0 {
+		e.log.Info("mdclient: resending unacknowledged messages", "count", len(back), "reason", cause)
+	}
+	clear(back)
+	e.moveBuf = back[:0]
+	l.needProbe = l.needProbe || charged
+	l.probe = nil
+	l.cur, l.server, l.free, l.writing, l.held = nil, "", l.free[:0], false, 0
+	l.resetBatch()
+	online := false
+	for _, o := range e.lanes {
+		online = online || o.cur != nil
+	}
+	e.online.Store(online)
+}
+
+func (l *lane) acks(acks []codec.Puback) {
+	e := l.e
+	for _, a := range acks {
+		id := int(a.PacketID)
+		if id >= len(l.table) || l.table[id] == nil || l.table[id] != abandoned && l.table[id].state != sent {
+			l.cur.Abort(fmt.Errorf("%w: PUBACK for packet id %d, which is not in flight", conn.ErrProtocol, id))
+			return
+		}
+		r := l.table[id]
+		l.table[id] = nil
+		l.free = append(l.free, uint16(id))
+		if r == abandoned {
+			l.held--
+			continue
+		}
+		r.Outcome.Reason, r.Outcome.ReasonString = a.ReasonCode, a.ReasonString
+		e.complete(r, Acked, nil)
+	}
+}
+
+// waiting reports whether requests wait in the lane's queue.
+func (l *lane) waiting() bool { return l.queue.len() > l.deadQueued }
+
+// popQueued takes the first entry off the queue: its request, or nil if it already has
+// its outcome.
+func (l *lane) popQueued() *Request {
+	r := l.queue.popFront()
+	if r.state == done {
+		l.deadQueued--
+		l.e.maybeRelease(r)
+		return nil
+	}
+	return r
+}
+
+// resetBatch empties the batch, which no connection will take: what was batched has
+// gone back to the queue, or ended.
+func (l *lane) resetBatch() {
+	b := &l.batch
+	for _, r := range b.reqs {
+		r.inBatch = false
+		l.e.maybeRelease(r)
+	}
+	clear(b.reqs)
+	b.buf, b.reqs, b.newAliases, b.dirty = b.buf[:0], b.reqs[:0], b.newAliases[:0], false
+}
+
+// windowPatience is how long the window may stay held by unanswered publishes (see
+// windowHeld) before the engine opens a fresh connection. A slow server acknowledges
+// something meanwhile, which frees identifiers and ends the wait.
+const windowPatience = time.Second
+
+// windowHeld reports whether publishes that timed out unanswered hold at least half of
+// the window and none is free.
+func (l *lane) windowHeld() bool {
+	window := len(l.table) - 1
+	return l.cur != nil && !l.windowShut && len(l.free) == 0 && l.held > 0 && 2*l.held >= window
+}
+
+// checkWindow opens a fresh connection once the window has been held for windowPatience
+// and a request waits for it: the server frees those identifiers only by acknowledging
+// them, and may never do so. The patience counts from when the window was first seen
+// held, also while no request waited (callers whose contexts are shorter than the
+// patience would otherwise never see it run out).
+func (l *lane) checkWindow() {
+	if !l.windowHeld() {
+		l.heldSince = time.Time{}
+		return
+	}
+	if l.heldSince.IsZero() {
+		l.heldSince = l.e.now
+	}
+	if l.e.now.Sub(l.heldSince) < windowPatience || !l.waiting() {
+		return
+	}
+	l.windowShut = true
+	err := fmt.Errorf("%w: %d of %d packet identifiers", ErrWindowHeld, l.held, len(l.table)-1)
+	l.e.log.Warn("mdclient: reconnecting", "server", l.server, "reason", err)
+	l.cur.Close(err)
+}

@@ -1,0 +1,151 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/mdclient/mdclient/internal/mqttpeer"
+)
+
+// subjectFor returns a subject whose home is lane h.
+func subjectFor(e *Engine, h int, prefix string) string {
+	for i := 0; ; i++ {
+		if s := fmt.Sprintf("%s/%d", prefix, i); e.homeOf(s) == h {
+			return s
+		}
+	}
+}
+
+// TestLanesKeepEachSubjectOnOneConnection: with three lanes, every subject's messages go
+// out on the one connection its subject hashes to, in order, and the load spreads.
+func TestLanesKeepEachSubjectOnOneConnection(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, Config{Lanes: 3})
+		peers := []*mqttpeer.Peer{{Connack: mqttpeer.Connack(100)}, {Connack: mqttpeer.Connack(100)}, {Connack: mqttpeer.Connack(100)}}
+		for i, p := range peers {
+			r.connectLane(p, i)
+		}
+		synctest.Wait() // every lane up before the first publish
+		var reqs []*Request
+		for n := range 5 {
+			for s := range 30 {
+				reqs = append(reqs, r.publish(context.Background(), fmt.Sprintf("subj/%d", s), fmt.Sprintf("%d", n)))
+			}
+		}
+		synctest.Wait()
+		r.exactlyOnce(reqs)
+		where := map[string]int{}
+		for i, p := range peers {
+			got := p.Received()
+			if len(got) == 0 {
+				t.Errorf("lane %d carried nothing", i)
+			}
+			last := map[string]string{}
+			for _, m := range got {
+				if w, ok := where[m.Topic]; ok && w != i {
+					t.Errorf("%s on lanes %d and %d", m.Topic, w, i)
+				}
+				where[m.Topic] = i
+				if m.Payload <= last[m.Topic] {
+					t.Errorf("%s: %s after %s", m.Topic, m.Payload, last[m.Topic])
+				}
+				last[m.Topic] = m.Payload
+			}
+		}
+		if st := r.e.Stats(); len(st.Servers) != 3 || st.Connections != 3 || st.Reconnects != 0 {
+			t.Errorf("stats %+v", st)
+		}
+		r.close(time.Second)
+	})
+}
+
+// TestLaneFailoverKeepsSubjectOrder: a lane's connection is lost with its subject's
+// messages in flight; they go out first on another lane, with DUP, before the subject's
+// later ones; when the lane is back, it sends nothing of the subject until the other lane
+// has its messages acknowledged, and then takes the subject back.
+func TestLaneFailoverKeepsSubjectOrder(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, Config{Lanes: 2})
+		a := subjectFor(r.e, 0, "a")
+		hold := make(chan struct{})
+		first := &mqttpeer.Peer{Connack: mqttpeer.Connack(100), Answer: func(mqttpeer.Received) mqttpeer.Answer { return mqttpeer.Answer{Drop: true} }}
+		other := &mqttpeer.Peer{Connack: mqttpeer.Connack(100), Answer: func(m mqttpeer.Received) mqttpeer.Answer {
+			if m.Payload >= "06" {
+				return mqttpeer.Answer{Later: hold}
+			}
+			return mqttpeer.Answer{}
+		}}
+		cn := r.connectLane(first, 0)
+		r.connectLane(other, 1)
+		synctest.Wait()
+		var reqs []*Request
+		publish := func(from, to int) {
+			for i := from; i <= to; i++ {
+				reqs = append(reqs, r.publish(context.Background(), a, fmt.Sprintf("%02d", i)))
+			}
+		}
+		publish(1, 5)
+		synctest.Wait()
+		cn.Abort(errors.New("cut"))
+		synctest.Wait()
+		publish(6, 10) // lane 0 is down: lane 1 serves a, and holds these unacknowledged
+		synctest.Wait()
+		back := &mqttpeer.Peer{Connack: mqttpeer.Connack(100)}
+		r.connectLane(back, 0)
+		synctest.Wait()
+		publish(11, 12)
+		synctest.Wait()
+		if got := back.Payloads(); len(got) != 0 {
+			t.Fatalf("the lane back sent %q while the other still had the subject's messages in flight", got)
+		}
+		close(hold)
+		synctest.Wait()
+		r.exactlyOnce(reqs)
+		if got, want := other.Payloads(), []string{"01", "02", "03", "04", "05", "06", "07", "08", "09", "10"}; !slices.Equal(got, want) {
+			t.Errorf("the other lane sent %q, want %q", got, want)
+		}
+		for _, m := range other.Received()[:5] {
+			if !m.Dup {
+				t.Errorf("%s resent without DUP", m.Payload)
+			}
+		}
+		if got, want := back.Payloads(), []string{"11", "12"}; !slices.Equal(got, want) {
+			t.Errorf("the lane back sent %q, want %q", got, want)
+		}
+		r.close(time.Second)
+	})
+}
+
+// TestLanesAllDown: with no lane up, requests wait; the first lane to come up serves
+// every subject, and the others take theirs back when they come up.
+func TestLanesAllDown(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, Config{Lanes: 3})
+		var reqs []*Request
+		for s := range 12 {
+			reqs = append(reqs, r.publish(context.Background(), fmt.Sprintf("s/%d", s), "x"))
+		}
+		synctest.Wait()
+		one := &mqttpeer.Peer{Connack: mqttpeer.Connack(100)}
+		r.connectLane(one, 2)
+		synctest.Wait()
+		r.exactlyOnce(reqs)
+		if n := len(one.Received()); n != 12 {
+			t.Errorf("the only lane up carried %d of 12", n)
+		}
+		two := &mqttpeer.Peer{Connack: mqttpeer.Connack(100)}
+		r.connectLane(two, 0)
+		synctest.Wait()
+		later := r.publish(context.Background(), subjectFor(r.e, 0, "s"), "later")
+		synctest.Wait()
+		if o := r.outcome(later); o.Fact != Acked || len(two.Received()) != 1 {
+			t.Errorf("lane 0, back, did not take its subject: %+v, it carried %d", o, len(two.Received()))
+		}
+		r.close(time.Second)
+	})
+}
