@@ -61,7 +61,7 @@ const (
 
 // Message is what to publish. A message that can never be sent gets
 // NotifyPublishFailed wrapping ErrInvalidMessage before anything is written: an empty
-// Subject or ReplySubject, one longer than 65535 bytes, or one holding '+', '#', U+0000,
+// Subject; a Subject or ReplySubject longer than 65535 bytes, or holding '+', '#', U+0000,
 // a control character (U+0001–U+001F, U+007F–U+009F), a Unicode noncharacter (such as
 // U+FFFF) or invalid UTF-8 (MQTT 5 §1.5.4); a Closure over 65535 bytes with a
 // ReplySubject; a user property key or value, or a ContentType, that is not valid UTF-8,
@@ -327,8 +327,11 @@ var resultChans = sync.Pool{New: func() any { return make(chan PublishResult, 1)
 // written, or while WithMaxQueued results wait for r.Result because its reader is slower
 // than they come; a request that found no room in time gets NotifyPublishFailed wrapping
 // ErrTimeout. A ctx already done sends nothing: the result is NotifyPublishFailed wrapping
-// ErrTimeout. The result is delivered without blocking the client: a full channel delays
-// only the results bound for it.
+// ErrTimeout; a nil ctx is context.Background(). The result is delivered without blocking
+// the client: a full channel delays only the results bound for it. A call refused at once
+// (an invalid message, a ctx already done, after Close) whose channel already has
+// WithMaxQueued results waiting waits, up to the publish timeout, for some of them to be
+// read before its own joins them: so memory stays bounded however fast such calls come.
 func (c *Client) PublishAsync(ctx context.Context, r PublishRequest) <-chan PublishResult {
 	ch := r.Result
 	if ch == nil {
@@ -367,6 +370,9 @@ func (c *Client) refuse(req *request, fact engine.Fact, cause error) {
 	req.Outcome = engine.Outcome{Fact: fact, Cause: cause, NoConnection: fact == engine.Expired && !c.engine.Connected()}
 	res := c.result(req)
 	c.results[statusIndex(res.Status)].Add(1)
+	// Its context cannot bound a wait (it may be done): the publish timeout does, so that
+	// a stream of refused calls to an unread channel does not pile up results for ever.
+	c.deliver.waitRoom(context.Background(), req.ch, c.opts.publishTimeout)
 	c.deliver.send(req.ch, res)
 	release(&req.Request)
 }

@@ -3,6 +3,7 @@ package cluster
 import (
 	"errors"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -128,6 +129,17 @@ func TestPickRounds(t *testing.T) {
 		newRound(members)
 		if next := pick(members, last, rnd, nil); next == 2 {
 			t.Fatalf("a new round began with the server just tried")
+		}
+	}
+}
+
+// TestParseErrorsHideUserInfo: an entry's user info, a password perhaps, is in no error,
+// also when the password holds '@' (net/url takes the last '@' of the authority).
+func TestParseErrorsHideUserInfo(t *testing.T) {
+	for _, entry := range []string{"tcp://alice:pa@ss-SECRET@broker.example:1883", "ws://u:SECRET@h:1/p@th", "50 u:SECRET@h:1", "tls://:SECRET@h:8883"} {
+		_, err := Parse(entry)
+		if err == nil || strings.Contains(err.Error(), "SECRET") {
+			t.Errorf("Parse(%q) = %v", entry, err)
 		}
 	}
 }

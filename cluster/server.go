@@ -112,16 +112,21 @@ func isDigits(s string) bool {
 }
 
 // quoteEntry quotes an entry for an error: user info (a password, perhaps) replaced by
-// "…", at most 64 bytes.
+// "…", at most 64 bytes. The user info is what comes before the last '@' of the address's
+// authority, as net/url reads it (a password may hold '@').
 func quoteEntry(entry string) string {
-	if i := strings.Index(entry, "@"); i >= 0 {
-		start := strings.Index(entry, "://")
-		if start < 0 || start > i {
-			start = strings.LastIndexAny(entry[:i], " \t") // a weight, or nothing
-		} else {
-			start += 2
-		}
-		entry = entry[:start+1] + "…" + entry[i:]
+	start := 0
+	if i := strings.Index(entry, "://"); i >= 0 {
+		start = i + 3
+	} else if i := strings.LastIndexAny(entry, " \t"); i >= 0 {
+		start = i + 1 // after a weight
+	}
+	authority := entry[start:]
+	if i := strings.IndexByte(authority, '/'); i >= 0 {
+		authority = authority[:i]
+	}
+	if at := strings.LastIndexByte(authority, '@'); at >= 0 {
+		entry = entry[:start] + "…" + entry[start+at:]
 	}
 	const max = 64
 	if len(entry) > max {
