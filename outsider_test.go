@@ -1,0 +1,75 @@
+package mdclient_test
+
+// Regression tests for what an outside tester broke, importing mdclient from a module of
+// its own with the public API only (issue 10's adversarial pass).
+
+import (
+	"context"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/mdclient/mdclient"
+	"github.com/mdclient/mdclient/mdtest"
+)
+
+// TestWindowHeldWithShortPublishTimeout: publishes the server never answers fill its
+// window of 4, and every later publish has a context shorter than the client's patience
+// (1 s): the client still opens a fresh connection and the later ones go through.
+func TestWindowHeldWithShortPublishTimeout(t *testing.T) {
+	srv, err := mdtest.NewServer(mdtest.WithReceiveMaximum(4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	srv.DropAcks("lost", true)
+	c := newClient(t, "", []string{srv.TCPAddr()}, mdclient.WithPublishTimeout(500*time.Millisecond))
+	for i := range 4 {
+		if st, err := c.Publish(context.Background(), mdclient.Message{Subject: "lost"}); st != mdclient.NotifyPublishTimeout {
+			t.Fatalf("lost %d: %s %v", i, st, err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st, _ := c.Publish(context.Background(), mdclient.Message{Subject: "fine"})
+		if st == mdclient.NotifyPublishNoSubscriber {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no publish got through in 5 s after the window filled: %+v", c.Stats())
+		}
+	}
+}
+
+// TestRefusedCallsDoNotPileUp: calls refused at once (a context already done) naming a
+// channel nobody reads wait for room past WithMaxQueued waiting results, so memory stays
+// bounded however fast they come.
+func TestRefusedCallsDoNotPileUp(t *testing.T) {
+	srv := embedded(t)
+	const maxQueued = 100
+	c := newClient(t, allowToken, []string{srv.TCPAddr()}, mdclient.WithMaxQueued(maxQueued), mdclient.WithPublishTimeout(50*time.Millisecond))
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	unread := make(chan mdclient.PublishResult)
+	heap := func() uint64 {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapInuse
+	}
+	before := heap()
+	calls := 0
+	for start := time.Now(); time.Since(start) < time.Second; calls++ {
+		c.PublishAsync(done, mdclient.PublishRequest{Result: unread, Message: mdclient.Message{Subject: "a/b"}})
+	}
+	st := c.Stats()
+	grown := int64(heap()) - int64(before)
+	t.Logf("%d calls in 1 s; %d results wait; heap grew %d KiB", calls, st.Undelivered, grown>>10)
+	// WithMaxQueued, plus one per publish timeout (50 ms) that the waiting call gave up.
+	if st.Undelivered > maxQueued+25 || grown > 4<<20 {
+		t.Errorf("%d results wait, heap grew %d KiB: not bounded", st.Undelivered, grown>>10)
+	}
+	for range calls {
+		<-unread // every call has its result, once read
+	}
+}
