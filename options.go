@@ -318,7 +318,9 @@ func WithRateLimit(perSecond float64, burst int) Option {
 // first, to another, and come back once what that one had of them is acknowledged. Each
 // connection has its own Receive Maximum window (and WithMaxInflight); WithMaxQueued and
 // WithRateLimit count over all of them. Events reports each connection's server up and
-// down; Stats.Servers lists them. Default 1; values < 1 are ignored.
+// down; Stats.Servers lists them. Connection i (from 0) uses the client id with "-i"
+// appended, since a broker keeps one connection per client id. Default 1; values < 1 are
+// ignored.
 func WithConnections(n int) Option {
 	return func(o *options) {
 		if n >= 1 {

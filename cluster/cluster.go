@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -78,16 +79,21 @@ func (cl *claims) drop(slot int) {
 	cl.mu.Unlock()
 }
 
-// takenBy reports whether a slot other than slot has claimed ep.
-func (cl *claims) takenBy(slot int, ep conn.Endpoint) bool {
+// pick chooses the slot's next server (see pick) and claims it, at once, so that two
+// slots picking together do not take the same one.
+func (cl *claims) pick(slot int, members []member, last int, rnd *rand.Rand) int {
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
-	for i, has := range cl.has {
-		if has && i != slot && cl.eps[i] == ep {
-			return true
+	i := pick(members, last, rnd, func(m *member) bool {
+		for j, has := range cl.has {
+			if has && j != slot && cl.eps[j] == m.Endpoint {
+				return true
+			}
 		}
-	}
-	return false
+		return false
+	})
+	cl.eps[slot], cl.has[slot] = members[i].Endpoint, true
+	return i
 }
 
 // New returns an actor that does nothing until Run.
@@ -212,7 +218,7 @@ func (r *run) loop(ctx context.Context) {
 				}
 			}
 			r.skipDelay = false
-			i := pick(r.members, r.last, r.rnd, func(m *member) bool { return c.claims.takenBy(r.slot, m.Endpoint) })
+			i := c.claims.pick(r.slot, r.members, r.last, r.rnd)
 			r.last = i
 			r.members[i].tried = true
 			m = &r.members[i]
@@ -453,6 +459,10 @@ func (r *run) dial(ctx context.Context, ep conn.Endpoint, redirected bool) (*con
 		if err != nil {
 			done <- result{nil, err}
 			return
+		}
+		if len(c.slots) > 1 && cfg.ClientID != "" {
+			// A broker lets one connection per client id live: each slot has its own.
+			cfg.ClientID += "-" + strconv.Itoa(r.slot)
 		}
 		if redirected && cfg.TLS != nil && cfg.TLS.ServerName != "" {
 			cfg.TLS = cfg.TLS.Clone()

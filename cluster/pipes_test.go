@@ -31,8 +31,9 @@ type world struct {
 }
 
 type attempt struct {
-	server string
-	at     time.Time
+	server   string
+	at       time.Time
+	clientID string
 }
 
 func newWorld() *world {
@@ -42,7 +43,7 @@ func newWorld() *world {
 func (w *world) dial(ctx context.Context, ep conn.Endpoint, cfg *conn.Config) (*conn.Conn, error) {
 	name := ep.String()
 	w.mu.Lock()
-	w.attempts = append(w.attempts, attempt{name, time.Now()})
+	w.attempts = append(w.attempts, attempt{name, time.Now(), cfg.ClientID})
 	down, hole := w.down[name], w.hole[name]
 	w.mu.Unlock()
 	switch {
@@ -238,6 +239,107 @@ func TestConnectionsThatDieYoungBackOff(t *testing.T) {
 		// 10 s at most 3 + 5 attempts.
 		if len(got) > 9 || len(got) < 5 || got[3].at.Sub(got[2].at) < 250*time.Millisecond {
 			t.Errorf("attempts at %v: want the backoff after the quick rounds", offsets)
+		}
+	})
+}
+
+// runSlots is runActor with several connection slots.
+func runSlots(t *testing.T, w *world, slots int, servers ...string) (stop func()) {
+	t.Helper()
+	events := make(chan conn.Event)
+	quit := make(chan struct{})
+	c := New(Config{
+		Policy: quickPolicy, Slots: slots,
+		Conn:   func(context.Context) (*conn.Config, error) { return &conn.Config{ClientID: "pub"}, nil },
+		Events: events, Quit: quit, Notify: w.notify,
+		Rand: rand.New(rand.NewPCG(3, 4)), Dial: w.dial,
+	})
+	list, err := ParseList(servers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetServers(list)
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan struct{})
+	go func() {
+		defer close(ran)
+		c.Run(ctx)
+	}()
+	go func() {
+		for {
+			select {
+			case <-events:
+			case <-quit:
+				return
+			}
+		}
+	}()
+	return func() {
+		cancel()
+		<-ran
+		close(quit)
+	}
+}
+
+// up is the servers connected now, from the notes.
+func (w *world) up() map[string]int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := map[string]int{}
+	for _, note := range w.notes {
+		if s, ok := strings.CutPrefix(note, "up "); ok {
+			n[s]++
+		} else if s, ok := strings.CutPrefix(note, "down "); ok && n[s] > 0 {
+			if n[s]--; n[s] == 0 {
+				delete(n, s)
+			}
+		}
+	}
+	return n
+}
+
+// TestSlotsSpreadOverServers: connection slots go to different servers while the list has
+// enough, else share; a slot whose server dies moves to one the others do not hold.
+func TestSlotsSpreadOverServers(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		w := newWorld()
+		stop := runSlots(t, w, 3, "tcp://a:1", "tcp://b:1", "tcp://c:1", "tcp://d:1")
+		defer stop()
+		synctest.Wait()
+		up := w.up()
+		if len(up) != 3 {
+			t.Fatalf("3 slots over 4 servers: %v", up)
+		}
+		for s, n := range up {
+			if n != 1 {
+				t.Errorf("%s holds %d slots", s, n)
+			}
+			w.kill(s) // then another server: the one no slot holds
+			synctest.Wait()
+			break
+		}
+		if up := w.up(); len(up) != 3 {
+			t.Errorf("after a kill: %v, want 3 servers", up)
+		}
+	})
+	synctest.Test(t, func(t *testing.T) {
+		w := newWorld()
+		stop := runSlots(t, w, 3, "tcp://a:1", "tcp://b:1")
+		defer stop()
+		synctest.Wait()
+		up := w.up()
+		if len(up) != 2 || up["tcp://a:1"]+up["tcp://b:1"] != 3 {
+			t.Errorf("3 slots over 2 servers: %v", up)
+		}
+		// Two connections to one broker with one client id would take each other over.
+		ids := map[string]bool{}
+		w.mu.Lock()
+		for _, a := range w.attempts {
+			ids[a.clientID] = true
+		}
+		w.mu.Unlock()
+		if len(ids) != 3 || !ids["pub-0"] || !ids["pub-1"] || !ids["pub-2"] {
+			t.Errorf("client ids %v, want pub-0, pub-1, pub-2", ids)
 		}
 	})
 }
