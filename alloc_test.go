@@ -9,8 +9,8 @@ import (
 )
 
 // TestAllocationBudget: at steady state, with results going to a shared channel, the whole
-// publish path — caller, engine, connection reader and writer — allocates at most one
-// object per message. The server is a fake sink that allocates nothing itself, so every
+// publish path — caller, engine, connection reader and writer — allocates nothing per
+// message. The server is a fake sink that allocates nothing itself, so every
 // allocation counted is the client's.
 func TestAllocationBudget(t *testing.T) {
 	if raceEnabled {
@@ -38,8 +38,10 @@ func TestAllocationBudget(t *testing.T) {
 	}
 	run() // warm up: the connection, buffers and pools reach their steady size
 	perRun := testing.AllocsPerRun(20, run)
-	if perMessage := perRun / batch; perMessage > 1 {
-		t.Errorf("%.2f allocations per message, budget 1", perMessage)
+	// The contract allows one; the client needs none (a sync.Pool emptied by a GC may
+	// cost a few per run), and a regression to one would pass a budget of one unseen.
+	if perMessage := perRun / batch; perMessage > 0.05 {
+		t.Errorf("%.3f allocations per message, budget 0.05", perMessage)
 	} else {
 		t.Logf("%.3f allocations per message", perMessage)
 	}

@@ -351,6 +351,8 @@ func (c *Client) PublishAsync(ctx context.Context, r PublishRequest) <-chan Publ
 		c.refuse(req, engine.Closed, nil)
 	case !c.hasServers.Load():
 		c.refuse(req, engine.NoServers, nil)
+	case c.opts.hook != nil && !c.hook(ctx, req, r.Message):
+		// refused, its done function called
 	case r.Result != nil && !c.deliver.waitRoom(ctx, ch, c.opts.publishTimeout):
 		c.refuse(req, engine.Expired, context.Cause(ctx))
 	default:
@@ -370,6 +372,9 @@ func (c *Client) refuse(req *request, fact engine.Fact, cause error) {
 	req.Outcome = engine.Outcome{Fact: fact, Cause: cause, NoConnection: fact == engine.Expired && !c.engine.Connected()}
 	res := c.result(req)
 	c.results[statusIndex(res.Status)].Add(1)
+	if req.done != nil {
+		c.hookDone(req.done, res)
+	}
 	// Its context cannot bound a wait (it may be done): the publish timeout does, so that
 	// a stream of refused calls to an unread channel does not pile up results for ever.
 	c.deliver.waitRoom(context.Background(), req.ch, c.opts.publishTimeout)
@@ -400,6 +405,9 @@ func (c *Client) complete(reqs []*engine.Request) {
 		req := r.Owner.(*request)
 		res := c.result(req)
 		c.results[statusIndex(res.Status)].Add(1)
+		if req.done != nil {
+			c.hookDone(req.done, res)
+		}
 		out = append(out, delivery{req.ch, res})
 	}
 	c.deliver.sendAll(out)

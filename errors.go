@@ -41,6 +41,8 @@ var (
 	// ErrMessageTooLarge: the message exceeds the server's Maximum Packet Size (or MQTT's
 	// limit); nothing was written.
 	ErrMessageTooLarge = errors.New("mdclient: message too large")
+	// ErrHookPanicked: the Hook (WithHook) panicked on the request; it was not sent.
+	ErrHookPanicked = errors.New("mdclient: hook panicked")
 	// ErrInvalidServer: an entry given to SetServers does not parse; the error names it.
 	ErrInvalidServer = cluster.ErrInvalidServer
 )

@@ -65,6 +65,7 @@ type options struct {
 	rate             float64
 	burst            int
 	connections      int
+	hook             Hook
 }
 
 func defaults() options {

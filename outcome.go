@@ -107,6 +107,9 @@ func cause(o *engine.Outcome) error {
 	case engine.TooLarge:
 		return wrapOnce(ErrMessageTooLarge, o.Cause)
 	case engine.Invalid:
+		if errors.Is(o.Cause, ErrHookPanicked) {
+			return o.Cause
+		}
 		return wrapOnce(ErrInvalidMessage, o.Cause)
 	case engine.Lost:
 		return fmt.Errorf("connection lost before the acknowledgement: %w", o.Cause)

@@ -17,6 +17,7 @@ type request struct {
 	engine.Request
 	ch      chan PublishResult
 	closure string
+	done    func(PublishResult) // the hook's, if any
 }
 
 // fill validates m and copies it into the engine's request; it returns why the message

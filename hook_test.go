@@ -1,0 +1,237 @@
+package mdclient_test
+
+// WithHook (contract §11): called for every accepted request on the caller's goroutine,
+// its done function exactly once with the result, before the result is delivered; a
+// panicking hook costs only its own request.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mdclient/mdclient"
+)
+
+type ctxKey struct{}
+
+// hookLog records what a hook saw, per closure.
+type hookLog struct {
+	mu    sync.Mutex
+	calls map[string]int                      // hook calls
+	ctx   map[string]any                      // the value under ctxKey in the hook's context
+	done  map[string][]mdclient.PublishResult // done calls
+}
+
+func newHookLog() *hookLog {
+	return &hookLog{calls: map[string]int{}, ctx: map[string]any{}, done: map[string][]mdclient.PublishResult{}}
+}
+
+func (l *hookLog) hook(ctx context.Context, m *mdclient.Message) func(mdclient.PublishResult) {
+	l.mu.Lock()
+	l.calls[m.Closure]++
+	l.ctx[m.Closure] = ctx.Value(ctxKey{})
+	l.mu.Unlock()
+	closure := m.Closure
+	return func(r mdclient.PublishResult) {
+		l.mu.Lock()
+		l.done[closure] = append(l.done[closure], r)
+		l.mu.Unlock()
+	}
+}
+
+func (l *hookLog) doneFor(closure string) []mdclient.PublishResult {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.done[closure])
+}
+
+// TestHookSeesEveryOutcome: each of the outcomes a server gives reaches the done function
+// once, the same result as the channel's, before the channel has it.
+func TestHookSeesEveryOutcome(t *testing.T) {
+	s := embedded(t)
+	sub, err := s.Subscribe("hook/#") // else the embedded broker answers "no subscriber"
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	s.SetReasonCode("hook/denied", 0x87)
+	s.SetReasonCode("hook/none", 0x10)
+	s.SetReasonCode("hook/quota", 0x97)
+	log := newHookLog()
+	c := newClient(t, allowToken, []string{s.TCPAddr()}, mdclient.WithHook(log.hook))
+	ctx := context.WithValue(ctxTimeout(t, 10*time.Second), ctxKey{}, "caller")
+	subjects := []string{"hook/ok", "hook/denied", "hook/none", "hook/quota"}
+	want := []mdclient.Status{mdclient.NotifyPublishOK, mdclient.NotifyPublishDenied, mdclient.NotifyPublishNoSubscriber, mdclient.NotifyPublishFailed}
+	const n = 40
+	results := make(chan mdclient.PublishResult, n)
+	for i := range n {
+		c.PublishAsync(ctx, mdclient.PublishRequest{Result: results, Message: mdclient.Message{Subject: subjects[i%4], Content: []byte("x"), Closure: fmt.Sprint(i)}})
+	}
+	collectEach(t, results, n, 10*time.Second, func(i int, r mdclient.PublishResult) {
+		done := log.doneFor(r.Closure)
+		if len(done) != 1 {
+			t.Fatalf("%s: done called %d times by the time its result came", r.Closure, len(done))
+		}
+		if done[0] != r {
+			t.Errorf("%s: done got %+v, the channel %+v", r.Closure, done[0], r)
+		}
+		if r.Status != want[i%4] {
+			t.Errorf("%s on %s: %s, want %s", r.Closure, subjects[i%4], r.Status, want[i%4])
+		}
+	})
+	log.mu.Lock()
+	defer log.mu.Unlock()
+	if len(log.calls) != n {
+		t.Errorf("hook called for %d requests, want %d", len(log.calls), n)
+	}
+	for closure, calls := range log.calls {
+		if calls != 1 || log.ctx[closure] != "caller" {
+			t.Errorf("%s: hook called %d times, context value %v", closure, calls, log.ctx[closure])
+		}
+	}
+}
+
+// TestHookAddsUserProperties: the properties a hook sets travel with the message; the
+// caller's slice is left as it was.
+func TestHookAddsUserProperties(t *testing.T) {
+	s := embedded(t)
+	sub, err := s.Subscribe("hook/props")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	c := newClient(t, allowToken, []string{s.TCPAddr()}, mdclient.WithHook(func(_ context.Context, m *mdclient.Message) func(mdclient.PublishResult) {
+		m.UserProperties = append(slices.Clip(m.UserProperties), mdclient.UserProperty{Key: "traceparent", Value: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"})
+		return nil
+	}))
+	mine := make([]mdclient.UserProperty, 1, 4) // room to append into: the hook must not
+	mine[0] = mdclient.UserProperty{Key: "k", Value: "v"}
+	st, err := c.Publish(ctxTimeout(t, 10*time.Second), mdclient.Message{Subject: "hook/props", Content: []byte("x"), UserProperties: mine})
+	if st != mdclient.NotifyPublishOK {
+		t.Fatalf("%s %v", st, err)
+	}
+	if mine[:2][1] != (mdclient.UserProperty{}) {
+		t.Errorf("the caller's backing array was written: %v", mine[:2])
+	}
+	select {
+	case m := <-sub.Messages():
+		want := []mdclient.UserProperty{{Key: "k", Value: "v"}, {Key: "traceparent", Value: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}}
+		if !slices.Equal(m.UserProperties, want) {
+			t.Errorf("received %v, want %v", m.UserProperties, want)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("nothing received")
+	}
+}
+
+// TestHookInvalidProperties: properties a hook makes invalid fail their request, done
+// called once with that result.
+func TestHookInvalidProperties(t *testing.T) {
+	s := embedded(t)
+	var done []mdclient.PublishResult
+	c := newClient(t, allowToken, []string{s.TCPAddr()}, mdclient.WithHook(func(_ context.Context, m *mdclient.Message) func(mdclient.PublishResult) {
+		m.UserProperties = []mdclient.UserProperty{{Key: "bad\x00key", Value: "v"}}
+		return func(r mdclient.PublishResult) { done = append(done, r) }
+	}))
+	st, err := c.Publish(ctxTimeout(t, 10*time.Second), mdclient.Message{Subject: "hook/bad", Content: []byte("x")})
+	if st != mdclient.NotifyPublishFailed || !errors.Is(err, mdclient.ErrInvalidMessage) {
+		t.Errorf("%s %v, want FAILED wrapping ErrInvalidMessage", st, err)
+	}
+	if len(done) != 1 || done[0].Status != st {
+		t.Errorf("done calls %v", done)
+	}
+}
+
+// TestHookPanics: a hook that panics fails only its own request; a done function that
+// panics loses no result; both are logged.
+func TestHookPanics(t *testing.T) {
+	s := embedded(t)
+	sub, err := s.Subscribe("hook/#") // else the embedded broker answers "no subscriber"
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	rec := newLogRecorder()
+	c := newClient(t, allowToken, []string{s.TCPAddr()}, mdclient.WithLogger(rec.Logger()),
+		mdclient.WithHook(func(_ context.Context, m *mdclient.Message) func(mdclient.PublishResult) {
+			switch m.Subject {
+			case "hook/panic":
+				panic("hook bug")
+			case "hook/done-panic":
+				return func(mdclient.PublishResult) { panic("done bug") }
+			}
+			return nil
+		}))
+	ctx := ctxTimeout(t, 10*time.Second)
+	results := make(chan mdclient.PublishResult, 30)
+	subjects := []string{"hook/panic", "hook/done-panic", "hook/fine"}
+	for i := range 30 {
+		c.PublishAsync(ctx, mdclient.PublishRequest{Result: results, Message: mdclient.Message{Subject: subjects[i%3], Content: []byte("x"), Closure: fmt.Sprint(i)}})
+	}
+	counts := map[mdclient.Status]int{}
+	collectEach(t, results, 30, 10*time.Second, func(i int, r mdclient.PublishResult) {
+		counts[r.Status]++
+		if (i%3 == 0) != (r.Status == mdclient.NotifyPublishFailed && errors.Is(r.Err, mdclient.ErrHookPanicked)) {
+			t.Errorf("%s on %s: %s %v", r.Closure, subjects[i%3], r.Status, r.Err)
+		}
+	})
+	if counts[mdclient.NotifyPublishFailed] != 10 || counts[mdclient.NotifyPublishOK] != 20 {
+		t.Errorf("results %v, want 10 FAILED (the panicking hook's) and 20 OK", counts)
+	}
+	errorsLogged := 0
+	for _, r := range rec.Records() {
+		if r.Level == slog.LevelError && r.Attrs["panic"] != "" {
+			errorsLogged++
+		}
+	}
+	if errorsLogged != 20 {
+		t.Errorf("%d panics logged at level Error, want 20", errorsLogged)
+	}
+}
+
+// TestHookRefusedAfterIt: a request the client refuses after its hook ran (its context
+// ended while the queue was full) still gets done once; those refused before (their
+// context had ended already) never reached the hook.
+func TestHookRefusedAfterIt(t *testing.T) {
+	s := embedded(t)
+	sub, err := s.Subscribe("hook/#") // else the embedded broker answers "no subscriber"
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	log := newHookLog()
+	c := newClient(t, allowToken, []string{s.TCPAddr()}, mdclient.WithHook(log.hook), mdclient.WithMaxQueued(1), mdclient.WithMaxInflight(1))
+	if st, err := c.Publish(ctxTimeout(t, 10*time.Second), mdclient.Message{Subject: "hook/first", Content: []byte("x")}); st != mdclient.NotifyPublishOK {
+		t.Fatalf("%s %v", st, err)
+	}
+	s.Pause()
+	defer s.Resume()
+	results := make(chan mdclient.PublishResult, 8)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	for i := range 8 { // one in flight, one queued, one waiting for room until ctx ends
+		c.PublishAsync(ctx, mdclient.PublishRequest{Result: results, Message: mdclient.Message{Subject: "hook/held", Content: []byte("x"), Closure: fmt.Sprint(i)}})
+	}
+	s.Resume()
+	refusedAfter := 0
+	collectEach(t, results, 8, 10*time.Second, func(_ int, r mdclient.PublishResult) {
+		done := log.doneFor(r.Closure)
+		log.mu.Lock()
+		calls := log.calls[r.Closure]
+		log.mu.Unlock()
+		if calls != len(done) || calls > 1 || calls == 1 && done[0] != r {
+			t.Errorf("%s: result %s %v; hook calls %d, done calls %v", r.Closure, r.Status, r.Err, calls, done)
+		}
+		if calls == 1 && r.Status == mdclient.NotifyPublishFailed {
+			refusedAfter++
+		}
+	})
+	if refusedAfter == 0 {
+		t.Error("no request was refused after its hook ran")
+	}
+}
