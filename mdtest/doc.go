@@ -33,6 +33,13 @@
 // attaches an in-process subscriber that counts as a subscriber for the 0x10
 // decision and delivers every matching message on a channel.
 //
+// Faults a test needs, without a network proxy: [Server.SetReasonCode] answers chosen
+// topics with any PUBACK code (so a client sees all five outcomes), [Server.DropAcks]
+// never answers them, [Server.CutConnections] breaks every connection as a network
+// would, [Server.Pause] and [Server.Resume] stall and restart the server. [NewSink] is
+// a FAKE server that acknowledges everything at once, for benchmarks of a producer's own
+// pipeline.
+//
 // Typical use:
 //
 //	srv, err := mdtest.NewServer(mdtest.WithAllowToken("secret"))
