@@ -114,18 +114,29 @@ func (w *world) inUse() string {
 // that reads its events; stop ends both.
 func runActor(t *testing.T, w *world, policy Policy, servers ...string) (c *Cluster, stop func()) {
 	t.Helper()
+	return runConfig(t, w, Config{Policy: policy}, servers...)
+}
+
+// runSlots is runActor with several connection slots, client id "pub".
+func runSlots(t *testing.T, w *world, slots int, servers ...string) (stop func()) {
+	t.Helper()
+	_, stop = runConfig(t, w, Config{Policy: quickPolicy, Slots: slots,
+		Conn: func(context.Context) (*conn.Config, error) { return &conn.Config{ClientID: "pub"}, nil }}, servers...)
+	return stop
+}
+
+// runConfig is runActor with cfg's Policy, Slots and Conn.
+func runConfig(t *testing.T, w *world, cfg Config, servers ...string) (c *Cluster, stop func()) {
+	t.Helper()
 	events := make(chan conn.Event)
 	quit := make(chan struct{})
-	c = New(Config{
-		Policy: policy,
-		Conn:   func(context.Context) (*conn.Config, error) { return &conn.Config{}, nil },
-		Events: events,
-		Quit:   quit,
-		Notify: w.notify,
-		Logger: slog.New(slog.DiscardHandler),
-		Rand:   rand.New(rand.NewPCG(1, 2)),
-		Dial:   w.dial,
-	})
+	if cfg.Conn == nil {
+		cfg.Conn = func(context.Context) (*conn.Config, error) { return &conn.Config{}, nil }
+	}
+	cfg.Events, cfg.Quit, cfg.Notify, cfg.Dial = events, quit, w.notify, w.dial
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	cfg.Rand = rand.New(rand.NewPCG(1, 2))
+	c = New(cfg)
 	list, err := ParseList(servers)
 	if err != nil {
 		t.Fatal(err)
@@ -241,44 +252,6 @@ func TestConnectionsThatDieYoungBackOff(t *testing.T) {
 			t.Errorf("attempts at %v: want the backoff after the quick rounds", offsets)
 		}
 	})
-}
-
-// runSlots is runActor with several connection slots.
-func runSlots(t *testing.T, w *world, slots int, servers ...string) (stop func()) {
-	t.Helper()
-	events := make(chan conn.Event)
-	quit := make(chan struct{})
-	c := New(Config{
-		Policy: quickPolicy, Slots: slots,
-		Conn:   func(context.Context) (*conn.Config, error) { return &conn.Config{ClientID: "pub"}, nil },
-		Events: events, Quit: quit, Notify: w.notify,
-		Rand: rand.New(rand.NewPCG(3, 4)), Dial: w.dial,
-	})
-	list, err := ParseList(servers)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.SetServers(list)
-	ctx, cancel := context.WithCancel(context.Background())
-	ran := make(chan struct{})
-	go func() {
-		defer close(ran)
-		c.Run(ctx)
-	}()
-	go func() {
-		for {
-			select {
-			case <-events:
-			case <-quit:
-				return
-			}
-		}
-	}()
-	return func() {
-		cancel()
-		<-ran
-		close(quit)
-	}
 }
 
 // up is the servers connected now, from the notes.
