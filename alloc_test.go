@@ -16,12 +16,20 @@ func TestAllocationBudget(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector allocates; run without -race (as .ci/run does)")
 	}
+	t.Run("plain", func(t *testing.T) { allocationBudget(t) })
+	// A hook costs what it allocates itself, nothing more.
+	t.Run("hook", func(t *testing.T) {
+		allocationBudget(t, mdclient.WithHook(func(context.Context, *mdclient.Message) func(mdclient.PublishResult) { return nil }))
+	})
+}
+
+func allocationBudget(t *testing.T, opts ...mdclient.Option) {
 	sink, err := mdtest.NewSink()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer sink.Close()
-	c := newClient(t, "", []string{sink.TCPAddr()})
+	c := newClient(t, "", []string{sink.TCPAddr()}, opts...)
 	ctx := context.Background()
 	const batch = 1000
 	results := make(chan mdclient.PublishResult, batch) // room for a whole batch: no backlog

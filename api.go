@@ -351,7 +351,7 @@ func (c *Client) PublishAsync(ctx context.Context, r PublishRequest) <-chan Publ
 		c.refuse(req, engine.Closed, nil)
 	case !c.hasServers.Load():
 		c.refuse(req, engine.NoServers, nil)
-	case c.opts.hook != nil && !c.hook(ctx, req, r.Message):
+	case c.opts.hooks != nil && !c.hook(ctx, req, &r.Message):
 		// refused, its done function called
 	case r.Result != nil && !c.deliver.waitRoom(ctx, ch, c.opts.publishTimeout):
 		c.refuse(req, engine.Expired, context.Cause(ctx))

@@ -235,3 +235,65 @@ func TestHookRefusedAfterIt(t *testing.T) {
 		t.Error("no request was refused after its hook ran")
 	}
 }
+
+// TestChainedHooks: hooks run in order, their done functions in reverse, each once —
+// also the earlier ones' when a later hook panics; a hook's change to anything but the
+// user properties is not taken.
+func TestChainedHooks(t *testing.T) {
+	s := embedded(t)
+	sub, err := s.Subscribe("chain/#")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	var mu sync.Mutex
+	var trail []string
+	note := func(s string) {
+		mu.Lock()
+		trail = append(trail, s)
+		mu.Unlock()
+	}
+	named := func(name string) mdclient.Hook {
+		return func(_ context.Context, m *mdclient.Message) func(mdclient.PublishResult) {
+			note(name)
+			if name == "b" {
+				m.Subject = "chain/elsewhere" // not taken
+				m.UserProperties = append(slices.Clip(m.UserProperties), mdclient.UserProperty{Key: "by", Value: name})
+			}
+			if name == "c" && m.Closure == "panic" {
+				panic("c fails")
+			}
+			return func(r mdclient.PublishResult) { note(name + " done " + shortStatus(r.Status)) }
+		}
+	}
+	c := newClient(t, allowToken, []string{s.TCPAddr()}, mdclient.WithLogger(newLogRecorder().Logger()),
+		mdclient.WithHook(named("a")), mdclient.WithHook(nil), mdclient.WithHook(named("b")), mdclient.WithHook(named("c")))
+	ctx := ctxTimeout(t, 10*time.Second)
+	if st, err := c.Publish(ctx, mdclient.Message{Subject: "chain/here", Closure: "fine"}); st != mdclient.NotifyPublishOK {
+		t.Fatalf("%s %v", st, err)
+	}
+	select {
+	case m := <-sub.Messages():
+		if m.Topic != "chain/here" || len(m.UserProperties) != 1 || m.UserProperties[0].Value != "b" {
+			t.Errorf("received %s %v, want chain/here with by=b", m.Topic, m.UserProperties)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("nothing received")
+	}
+	mu.Lock()
+	got := slices.Clone(trail)
+	trail = nil
+	mu.Unlock()
+	if want := []string{"a", "b", "c", "c done OK", "b done OK", "a done OK"}; !slices.Equal(got, want) {
+		t.Errorf("trail %q, want %q", got, want)
+	}
+	st, err := c.Publish(ctx, mdclient.Message{Subject: "chain/here", Closure: "panic"})
+	if st != mdclient.NotifyPublishFailed || !errors.Is(err, mdclient.ErrHookPanicked) {
+		t.Errorf("%s %v, want FAILED wrapping ErrHookPanicked", st, err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{"a", "b", "c", "b done FAILED", "a done FAILED"}; !slices.Equal(trail, want) {
+		t.Errorf("trail %q, want %q", trail, want)
+	}
+}

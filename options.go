@@ -65,7 +65,7 @@ type options struct {
 	rate             float64
 	burst            int
 	connections      int
-	hook             Hook
+	hooks            []Hook
 }
 
 func defaults() options {

@@ -17,7 +17,8 @@ type request struct {
 	engine.Request
 	ch      chan PublishResult
 	closure string
-	done    func(PublishResult) // the hook's, if any
+	done    func(PublishResult) // the hooks', if any
+	msg     Message             // the hooks' copy of the message, while they run
 }
 
 // fill validates m and copies it into the engine's request; it returns why the message
@@ -34,15 +35,8 @@ func (r *request) fill(m *Message) (engine.Fact, error) {
 			return engine.Invalid, fmt.Errorf("%w: a closure sent as correlation data (with a reply subject) has at most 65535 bytes, not %d", ErrInvalidMessage, len(m.Closure))
 		}
 	}
-	for i := range m.UserProperties {
-		p := &m.UserProperties[i]
-		if codec.ValidString(p.Key) && codec.ValidString(p.Value) {
-			continue
-		}
-		if err := codec.CheckString(p.Key); err != nil {
-			return engine.Invalid, fmt.Errorf("%w: user property %d: key %s: %w", ErrInvalidMessage, i, quoteSubject(p.Key), err)
-		}
-		return engine.Invalid, fmt.Errorf("%w: user property %d (key %s): value %s: %w", ErrInvalidMessage, i, quoteSubject(p.Key), quoteSubject(p.Value), codec.CheckString(p.Value))
+	if fact, err := checkProperties(m.UserProperties); err != nil {
+		return fact, err
 	}
 	switch {
 	case m.QoS != QoSGuaranteed && m.QoS != QoSStandard:
@@ -72,6 +66,21 @@ func (r *request) fill(m *Message) (engine.Fact, error) {
 		if r.Packet.CorrelationData == nil {
 			r.Packet.CorrelationData = []byte{}
 		}
+	}
+	return 0, nil
+}
+
+// checkProperties returns why user properties cannot be sent, if they cannot.
+func checkProperties(props []UserProperty) (engine.Fact, error) {
+	for i := range props {
+		p := &props[i]
+		if codec.ValidString(p.Key) && codec.ValidString(p.Value) {
+			continue
+		}
+		if err := codec.CheckString(p.Key); err != nil {
+			return engine.Invalid, fmt.Errorf("%w: user property %d: key %s: %w", ErrInvalidMessage, i, quoteSubject(p.Key), err)
+		}
+		return engine.Invalid, fmt.Errorf("%w: user property %d (key %s): value %s: %w", ErrInvalidMessage, i, quoteSubject(p.Key), quoteSubject(p.Value), codec.CheckString(p.Value))
 	}
 	return 0, nil
 }
