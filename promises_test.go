@@ -21,28 +21,6 @@ import (
 	"github.com/mdclient/mdclient/mdtest"
 )
 
-// receivedUntilMarker reads sub until a message with payload marker arrives, and returns
-// the payloads before it. A marker published on the same connection after the messages
-// under test arrives after them: the broker routes one connection's publishes in order.
-func receivedUntilMarker(t *testing.T, sub *mdtest.Subscription, marker string) map[string]int {
-	t.Helper()
-	got := map[string]int{}
-	timeout := time.NewTimer(20 * time.Second)
-	defer timeout.Stop()
-	for {
-		select {
-		case m := <-sub.Messages():
-			if string(m.Payload) == marker {
-				return got
-			}
-			got[string(m.Payload)]++
-		case <-timeout.C:
-			t.Fatalf("the marker never arrived (%d messages before)", len(got))
-			return nil
-		}
-	}
-}
-
 // Observation 1: a context already done when PublishAsync is called sends nothing.
 func TestDoneContextSendsNothing(t *testing.T) {
 	srv := embedded(t)

@@ -9,70 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/mdclient/mdclient"
-	"github.com/mdclient/mdclient/mdtest"
 )
-
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-const allowToken = "allow-token"
-
-// embedded starts an embedded broker that lets allowToken publish.
-func embedded(t *testing.T) *mdtest.Server {
-	t.Helper()
-	s, err := mdtest.NewServer(mdtest.WithAllowToken(allowToken))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
-}
-
-// newClient returns a client connected to servers, closed when the test ends.
-func newClient(t *testing.T, token string, servers []string, opts ...mdclient.Option) *mdclient.Client {
-	t.Helper()
-	c := mdclient.NewClient(opts...)
-	c.SetEntitlementToken(token)
-	if err := c.SetServers(servers); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := c.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
-	return c
-}
-
-func ctxTimeout(t *testing.T, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-// transports runs f once over WebSocket and once over TCP.
-func transports(t *testing.T, ws, tcp string, f func(t *testing.T, addr string)) {
-	t.Run("ws", func(t *testing.T) { f(t, ws) })
-	t.Run("tcp", func(t *testing.T) { f(t, tcp) })
-}
-
-func wantStatus(t *testing.T, st mdclient.Status, err error, want mdclient.Status, sentinel error) {
-	t.Helper()
-	if st != want {
-		t.Fatalf("status %s (err %v), want %s", st, err, want)
-	}
-	if sentinel == nil {
-		if err != nil {
-			t.Fatalf("status %s with error %v", st, err)
-		}
-		return
-	}
-	if !errors.Is(err, sentinel) {
-		t.Fatalf("error %v does not wrap %v", err, sentinel)
-	}
-}
 
 func TestEmbeddedOutcomes(t *testing.T) {
 	srv := embedded(t)
