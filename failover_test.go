@@ -31,20 +31,6 @@ const (
 	foMsgConnectFailed = "mdclient: connect failed"
 )
 
-// foNode starts a mosquitto with the publisher "pub" (password pubPassword) and the
-// subscriber "sub" (password subPassword), no ACL, a Receive Maximum of 1000, and no limit
-// on the messages it queues for a slow subscriber: with mosquitto's default
-// (max_queued_messages 1000) a subscriber that falls behind loses messages that the
-// publisher saw acknowledged, which would be mosquitto's loss, not the client's.
-func foNode(t *testing.T, pubPassword string) *mosquittotest.Broker {
-	t.Helper()
-	return mosquittotest.Start(t, mosquittotest.Config{
-		Users:       map[string]string{"pub": pubPassword, "sub": subPassword},
-		MaxInflight: 1000,
-		Extra:       "max_queued_messages 0\n",
-	})
-}
-
 // foLog records the client's log records, for the tests to check what it did.
 type foLog struct {
 	mu   sync.Mutex
@@ -124,13 +110,13 @@ func foInt(v any) (int64, bool) {
 	return 0, false
 }
 
-// foTimedEvent is an Event and when the test read it.
-type foTimedEvent struct {
+// timedEvent is an Event and when the test read it.
+type timedEvent struct {
 	mdclient.Event
 	At time.Time
 }
 
-func foEventsString(evs []foTimedEvent) string {
+func describeEvents(evs []timedEvent) string {
 	var b strings.Builder
 	for _, ev := range evs {
 		fmt.Fprintf(&b, "  %s %s %s %v\n", ev.At.Format("15:04:05.000"), ev.Type, ev.Server, ev.Err)
@@ -138,9 +124,9 @@ func foEventsString(evs []foTimedEvent) string {
 	return b.String()
 }
 
-// foPort returns the port of a server address as the client names it
+// serverPort returns the port of a server address as the client names it
 // ("tcp://127.0.0.1:P" or "ws://127.0.0.1:P/mqtt").
-func foPort(t *testing.T, addr string) int {
+func serverPort(t *testing.T, addr string) int {
 	t.Helper()
 	u, err := url.Parse(addr)
 	if err != nil {
@@ -153,12 +139,12 @@ func foPort(t *testing.T, addr string) int {
 	return p
 }
 
-// foUnreadBytes returns how many bytes this process has sent to the server listening on
+// unreadBytes returns how many bytes this process has sent to the server listening on
 // port that the server has not read yet: the receive queues (Linux /proc/net/tcp*) of the
 // server's ends of this process's established connections to port. While mosquitto is
 // stopped (SIGSTOP) everything the client writes stays there, so it tells that publishes
 // were written and are in flight, without guessing with a sleep.
-func foUnreadBytes(port int) (int, error) {
+func unreadBytes(port int) (int, error) {
 	ours := map[string]bool{} // socket inodes of this process
 	dir := "/proc/self/fd"
 	ents, err := os.ReadDir(dir)
@@ -225,10 +211,10 @@ func foUnreadBytes(port int) (int, error) {
 	return total, nil
 }
 
-// foPublishLen is the size of an MQTT 5 QoS 1 PUBLISH without properties. The client
+// publishLen is the size of an MQTT 5 QoS 1 PUBLISH without properties. The client
 // may send less: a repeated topic goes as a topic alias (an empty topic and 3 bytes of
-// property) where the server allows aliases; foAliasedLen is that size.
-func foPublishLen(topic string, payload int) int {
+// property) where the server allows aliases; aliasedLen is that size.
+func publishLen(topic string, payload int) int {
 	rem := 2 + len(topic) + 2 + 1 + payload
 	n := 2
 	for r := rem; r >= 128; r /= 128 {
@@ -237,8 +223,8 @@ func foPublishLen(topic string, payload int) int {
 	return n - 1 + rem
 }
 
-// foAliasedLen is the size of an MQTT 5 QoS 1 PUBLISH that names its topic by alias.
-func foAliasedLen(payload int) int { return foPublishLen("", payload) + 3 }
+// aliasedLen is the size of an MQTT 5 QoS 1 PUBLISH that names its topic by alias.
+func aliasedLen(payload int) int { return publishLen("", payload) + 3 }
 
 // foSeen collects what the mosquitto_sub subscribers of a test received: message ids
 // (the payload, 4 bytes big-endian) per node.
@@ -333,80 +319,6 @@ func (s *foSeen) waitAll(want []int, d time.Duration) []int {
 	}
 }
 
-// foStream publishes messages 0, 1, ... at a steady rate, each with its number as a 4-byte
-// big-endian payload and prefix+number as closure, all results to one channel.
-type foStream struct {
-	sent   atomic.Int64       // requests handed to PublishAsync so far
-	pause  chan chan struct{} // Pause → producer: hold until this channel is closed
-	stop   chan struct{}      // closed to end the stream early
-	done   chan struct{}      // closed when the producer has returned
-	finish func()             // stops the producer and waits for it; idempotent
-}
-
-// startFoStream starts publishing n messages (or until d has passed, when d > 0) at rate
-// per second, bounded by ctx. When the test ends the producer is stopped, its requests'
-// context cancelled (so that it cannot stay blocked in PublishAsync), and it is awaited.
-func startFoStream(t *testing.T, c *mdclient.Client, ctx context.Context, topic, prefix string, rate float64, n int, d time.Duration, results chan mdclient.PublishResult) *foStream {
-	s := &foStream{pause: make(chan chan struct{}), stop: make(chan struct{}), done: make(chan struct{})}
-	ctx, cancel := context.WithCancel(ctx)
-	var once sync.Once
-	s.finish = func() {
-		once.Do(func() {
-			close(s.stop)
-			cancel()
-		})
-		<-s.done
-	}
-	t.Cleanup(s.finish) // cleanups run last-in first-out: before the client's Close
-	go func() {
-		defer close(s.done)
-		tick := time.NewTicker(2 * time.Millisecond)
-		defer tick.Stop()
-		start := time.Now()
-		for i := 0; i < n; {
-			if d > 0 && time.Since(start) >= d {
-				return
-			}
-			due := min(n, int(time.Since(start).Seconds()*rate)+1)
-			for ; i < due; i++ {
-				payload := make([]byte, 4)
-				binary.BigEndian.PutUint32(payload, uint32(i))
-				c.PublishAsync(ctx, mdclient.PublishRequest{
-					Message: mdclient.Message{Subject: topic, Content: payload, Closure: prefix + strconv.Itoa(i)},
-					Result:  results,
-				})
-				s.sent.Store(int64(i + 1))
-			}
-			select {
-			case <-tick.C:
-			case resume := <-s.pause:
-				select {
-				case <-resume:
-				case <-s.stop:
-					return
-				}
-				// Carry on at the same rate, without a burst to make up for the pause.
-				start = time.Now().Add(-time.Duration(float64(i) / rate * float64(time.Second)))
-			case <-s.stop:
-				return
-			}
-		}
-	}()
-	return s
-}
-
-// Pause holds the producer between two requests and returns the function that lets it
-// go on. It reports false if the stream has ended.
-func (s *foStream) Pause() (resume func(), ok bool) {
-	ch := make(chan struct{})
-	select {
-	case s.pause <- ch:
-		return func() { close(ch) }, true
-	case <-s.done:
-		return func() {}, false
-	}
-}
-
 // TestFailoverKill: three mosquitto nodes, a steady stream of QoSGuaranteed publishes, and
 // the node in use is killed (SIGKILL) mid-stream. Every request gets exactly one result,
 // every message reported OK reached a subscriber, publishing resumes on another node
@@ -428,7 +340,7 @@ func TestFailoverKill(t *testing.T) {
 		killAfter = 6000 // OK results before the kill
 		topic     = "failover/stream"
 	)
-	nodes := []*mosquittotest.Broker{foNode(t, allowToken), foNode(t, allowToken), foNode(t, allowToken)}
+	nodes := []*mosquittotest.Broker{mosquittoNode(t, allowToken), mosquittoNode(t, allowToken), mosquittoNode(t, allowToken)}
 	servers := []string{nodes[0].WSAddr(), nodes[1].TCPAddr(), nodes[2].WSAddr()}
 	index := map[string]int{}
 	for i, s := range servers {
@@ -451,7 +363,7 @@ func TestFailoverKill(t *testing.T) {
 	c := newClient(t, allowToken, servers, mdclient.WithUsername("pub"), mdclient.WithLogger(log.logger()))
 	ctx := ctxTimeout(t, 90*time.Second)
 	results := make(chan mdclient.PublishResult, 4096)
-	stream := startFoStream(t, c, ctx, topic, "fo-", rate, n, 0, results)
+	stream := startStream(t, c, ctx, topic, "fo-", rate, n, 0, results)
 
 	const (
 		streaming = iota
@@ -467,7 +379,7 @@ func TestFailoverKill(t *testing.T) {
 		okFrom     = map[string]int{}
 		okIDs      []int
 		received   int
-		events     []foTimedEvent
+		events     []timedEvent
 		victim     = -1
 		resume     func()
 		phaseEnd   time.Time
@@ -481,7 +393,7 @@ func TestFailoverKill(t *testing.T) {
 		lastServer string
 		failures   []string
 	)
-	inflightMin := 50 * foAliasedLen(4)
+	inflightMin := 50 * aliasedLen(4)
 	poll := time.NewTicker(time.Millisecond)
 	defer poll.Stop()
 	// Generous bounds: on a loaded machine mosquitto_sub falls seconds behind the stream.
@@ -518,10 +430,10 @@ func TestFailoverKill(t *testing.T) {
 				resumedAt, resumedOn = time.Now(), r.Server
 			}
 		case ev := <-c.Events():
-			events = append(events, foTimedEvent{ev, time.Now()})
+			events = append(events, timedEvent{ev, time.Now()})
 		case <-poll.C:
 		case <-deadline.C:
-			t.Fatalf("%d of %d results after 60 s (phase %d); statuses %v\nevents:\n%s", received, n, phase, status, foEventsString(events))
+			t.Fatalf("%d of %d results after 60 s (phase %d); statuses %v\nevents:\n%s", received, n, phase, status, describeEvents(events))
 		}
 
 		switch phase {
@@ -548,7 +460,7 @@ func TestFailoverKill(t *testing.T) {
 				phase, phaseEnd = stopped, stopAt.Add(5*time.Second)
 			}
 		case stopped:
-			u, err := foUnreadBytes(foPort(t, servers[victim]))
+			u, err := unreadBytes(serverPort(t, servers[victim]))
 			if err != nil {
 				t.Fatalf("reading the socket queues: %v", err)
 			}
@@ -567,7 +479,7 @@ func TestFailoverKill(t *testing.T) {
 	for more := true; more; {
 		select {
 		case ev := <-c.Events():
-			events = append(events, foTimedEvent{ev, time.Now()})
+			events = append(events, timedEvent{ev, time.Now()})
 		default:
 			more = false
 		}
@@ -614,7 +526,7 @@ func TestFailoverKill(t *testing.T) {
 		}
 	}
 	if down < 0 || up < 0 {
-		t.Errorf("want NOTIFY_SERVER_DOWN for %s then NOTIFY_SERVER_UP for another; events:\n%s", killedAddr, foEventsString(events))
+		t.Errorf("want NOTIFY_SERVER_DOWN for %s then NOTIFY_SERVER_UP for another; events:\n%s", killedAddr, describeEvents(events))
 	} else if events[down].Err == nil {
 		t.Errorf("NOTIFY_SERVER_DOWN for %s without a reason", killedAddr)
 	}
@@ -676,7 +588,7 @@ func TestAllServersDown(t *testing.T) {
 		nExpired = 20
 		nWaiting = 20
 	)
-	nodes := []*mosquittotest.Broker{foNode(t, allowToken), foNode(t, allowToken)}
+	nodes := []*mosquittotest.Broker{mosquittoNode(t, allowToken), mosquittoNode(t, allowToken)}
 	servers := []string{nodes[0].TCPAddr(), nodes[1].WSAddr()}
 	log := &foLog{}
 	// Start on the TCP node alone, so that the bytes waiting in its socket are exactly the
@@ -684,14 +596,14 @@ func TestAllServersDown(t *testing.T) {
 	// the whole cluster: the live connection is kept until it fails.
 	c := newClient(t, allowToken, servers[:1], mdclient.WithUsername("pub"), mdclient.WithLogger(log.logger()),
 		mdclient.WithReconnectTimeInterval(20*time.Millisecond), mdclient.WithReconnectMaxDelay(100*time.Millisecond))
-	var events []foTimedEvent
+	var events []timedEvent
 	nextEvent := func(d time.Duration, match func(mdclient.Event) bool) bool {
 		timer := time.NewTimer(d)
 		defer timer.Stop()
 		for {
 			select {
 			case ev := <-c.Events():
-				events = append(events, foTimedEvent{ev, time.Now()})
+				events = append(events, timedEvent{ev, time.Now()})
 				if match(ev) {
 					return true
 				}
@@ -735,9 +647,9 @@ func TestAllServersDown(t *testing.T) {
 		c.PublishAsync(wctx, mdclient.PublishRequest{Result: written, Message: mdclient.Message{
 			Subject: "alldown/written", Content: []byte{0, 0, 0, byte(i)}, Closure: "w" + strconv.Itoa(i)}})
 	}
-	want := nWritten * foAliasedLen(4)
+	want := nWritten * aliasedLen(4)
 	for poll := time.NewTicker(2 * time.Millisecond); ; {
-		u, err := foUnreadBytes(foPort(t, servers[cur]))
+		u, err := unreadBytes(serverPort(t, servers[cur]))
 		if err != nil {
 			t.Fatalf("reading the socket queues: %v", err)
 		}
@@ -758,7 +670,7 @@ func TestAllServersDown(t *testing.T) {
 	// The client notices: the lost connection and the failed attempt on the other node.
 	for _, s := range []string{servers[cur], servers[other]} {
 		if !nextEvent(5*time.Second, func(ev mdclient.Event) bool { return ev.Type == mdclient.NotifyServerDown && ev.Server == s }) {
-			t.Fatalf("no NOTIFY_SERVER_DOWN for %s; events:\n%s", s, foEventsString(events))
+			t.Fatalf("no NOTIFY_SERVER_DOWN for %s; events:\n%s", s, describeEvents(events))
 		}
 	}
 
@@ -828,7 +740,7 @@ func TestAllServersDown(t *testing.T) {
 	})
 	t.Logf("waiting requests published %v after the restart", time.Since(restartedAt).Round(time.Millisecond))
 	if !nextEvent(5*time.Second, func(ev mdclient.Event) bool { return ev.Type == mdclient.NotifyServerUp && ev.Server == servers[other] }) {
-		t.Errorf("no NOTIFY_SERVER_UP for the restarted %s; events:\n%s", servers[other], foEventsString(events))
+		t.Errorf("no NOTIFY_SERVER_UP for the restarted %s; events:\n%s", servers[other], describeEvents(events))
 	}
 	// The restarted node really has them.
 	sub := nodes[other].Subscribe(t, "sub", subPassword, "alldown/late/#")
@@ -842,12 +754,12 @@ func TestAllServersDown(t *testing.T) {
 	}
 }
 
-// foPolicy is the reconnect policy as documented in options.go, to bound what the client
+// reconnectPolicy is the reconnect policy as documented in options.go, to bound what the client
 // may do: attempts in rounds of one per server, the attempts of a round one after another
 // at once; the first round of a quick phase of quick rounds waits quickDelay, then a
 // truncated exponential backoff from interval to maxDelay, every backoff delay drawn from
 // [d/2, d].
-type foPolicy struct {
+type reconnectPolicy struct {
 	quick              int
 	quickDelay         time.Duration
 	interval, maxDelay time.Duration
@@ -856,7 +768,7 @@ type foPolicy struct {
 
 // roundDelay is the range of the delay before round n, where n is the number of rounds
 // in which every server failed since the last working connection (0 for the very first).
-func (p foPolicy) roundDelay(n int) (lo, hi time.Duration) {
+func (p reconnectPolicy) roundDelay(n int) (lo, hi time.Duration) {
 	if n == 0 || n < p.quick {
 		return p.quickDelay, p.quickDelay
 	}
@@ -869,7 +781,7 @@ func (p foPolicy) roundDelay(n int) (lo, hi time.Duration) {
 }
 
 // delayRange is the range of the delay before attempt k (0 for the very first).
-func (p foPolicy) delayRange(k int) (lo, hi time.Duration) {
+func (p reconnectPolicy) delayRange(k int) (lo, hi time.Duration) {
 	if k%p.servers != 0 {
 		return 0, 0
 	}
@@ -877,7 +789,7 @@ func (p foPolicy) delayRange(k int) (lo, hi time.Duration) {
 }
 
 // maxAttempts is the most attempts the policy allows within w of the first one.
-func (p foPolicy) maxAttempts(w time.Duration) int {
+func (p reconnectPolicy) maxAttempts(w time.Duration) int {
 	var at time.Duration
 	for n := 1; ; n++ {
 		lo, _ := p.delayRange(n)
@@ -893,9 +805,9 @@ func (p foPolicy) maxAttempts(w time.Duration) int {
 
 // TestTokenRefused: servers that refuse the entitlement token (CONNACK 0x87).
 func TestTokenRefused(t *testing.T) {
-	refuse1 := foNode(t, "some-other-token")
-	refuse2 := foNode(t, "yet-another-token")
-	accept := foNode(t, allowToken)
+	refuse1 := mosquittoNode(t, "some-other-token")
+	refuse2 := mosquittoNode(t, "yet-another-token")
+	accept := mosquittoNode(t, allowToken)
 
 	// One server refuses, the other accepts: the client ends up on the accepting one. The
 	// weights make the refusing server the first choice and the accepting one a standby.
@@ -977,7 +889,7 @@ func TestTokenRefused(t *testing.T) {
 	// Every server refuses: publishes are DENIED, and the client keeps trying at the pace
 	// of its reconnect policy, not in a tight loop.
 	t.Run("all", func(t *testing.T) {
-		p := foPolicy{quick: 2, quickDelay: 0, interval: 100 * time.Millisecond, maxDelay: 400 * time.Millisecond, servers: 2}
+		p := reconnectPolicy{quick: 2, quickDelay: 0, interval: 100 * time.Millisecond, maxDelay: 400 * time.Millisecond, servers: 2}
 		const window = 2500 * time.Millisecond
 		log := &foLog{}
 		servers := []string{refuse1.WSAddr(), refuse2.TCPAddr()}
@@ -1066,7 +978,7 @@ func TestKillsInARow(t *testing.T) {
 		n     = 200000 // more than the test needs: it stops the stream
 		topic = "kills/stream"
 	)
-	nodes := []*mosquittotest.Broker{foNode(t, allowToken), foNode(t, allowToken), foNode(t, allowToken)}
+	nodes := []*mosquittotest.Broker{mosquittoNode(t, allowToken), mosquittoNode(t, allowToken), mosquittoNode(t, allowToken)}
 	servers := []string{nodes[0].TCPAddr(), nodes[1].WSAddr(), nodes[2].TCPAddr()}
 	node := map[string]*mosquittotest.Broker{}
 	for i, s := range servers {
@@ -1074,7 +986,7 @@ func TestKillsInARow(t *testing.T) {
 	}
 	c := newClient(t, allowToken, servers, mdclient.WithUsername("pub"))
 	results := make(chan mdclient.PublishResult, 4096)
-	stream := startFoStream(t, c, ctxTimeout(t, 120*time.Second), topic, "", rate, n, 0, results)
+	stream := startStream(t, c, ctxTimeout(t, 120*time.Second), topic, "", rate, n, 0, results)
 
 	// oks follows the results: every OK's server, as it arrives.
 	type ok struct {

@@ -3,13 +3,16 @@ package mdclient_test
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -267,6 +270,94 @@ func closeWithin(t *testing.T, c *mdclient.Client, limit time.Duration, release 
 		t.Errorf("Close: %v", err)
 	}
 	return time.Since(start), ok
+}
+
+// mosquittoNode starts a mosquitto with the publisher "pub" (password pubPassword) and the
+// subscriber "sub" (password subPassword), no ACL, a Receive Maximum of 1000, and no limit
+// on the messages it queues for a slow subscriber: with mosquitto's default
+// (max_queued_messages 1000) a subscriber that falls behind loses messages that the
+// publisher saw acknowledged, which would be mosquitto's loss, not the client's.
+func mosquittoNode(t *testing.T, pubPassword string) *mosquittotest.Broker {
+	t.Helper()
+	return mosquittotest.Start(t, mosquittotest.Config{
+		Users:       map[string]string{"pub": pubPassword, "sub": subPassword},
+		MaxInflight: 1000,
+		Extra:       "max_queued_messages 0\n",
+	})
+}
+
+// stream publishes messages 0, 1, ... at a steady rate, each with its number as a 4-byte
+// big-endian payload and prefix+number as closure, all results to one channel.
+type stream struct {
+	sent   atomic.Int64       // requests handed to PublishAsync so far
+	pause  chan chan struct{} // Pause → producer: hold until this channel is closed
+	stop   chan struct{}      // closed to end the stream early
+	done   chan struct{}      // closed when the producer has returned
+	finish func()             // stops the producer and waits for it; idempotent
+}
+
+// startStream starts publishing n messages (or until d has passed, when d > 0) at rate
+// per second, bounded by ctx. When the test ends the producer is stopped, its requests'
+// context cancelled (so that it cannot stay blocked in PublishAsync), and it is awaited.
+func startStream(t *testing.T, c *mdclient.Client, ctx context.Context, topic, prefix string, rate float64, n int, d time.Duration, results chan mdclient.PublishResult) *stream {
+	s := &stream{pause: make(chan chan struct{}), stop: make(chan struct{}), done: make(chan struct{})}
+	ctx, cancel := context.WithCancel(ctx)
+	var once sync.Once
+	s.finish = func() {
+		once.Do(func() {
+			close(s.stop)
+			cancel()
+		})
+		<-s.done
+	}
+	t.Cleanup(s.finish) // cleanups run last-in first-out: before the client's Close
+	go func() {
+		defer close(s.done)
+		tick := time.NewTicker(2 * time.Millisecond)
+		defer tick.Stop()
+		start := time.Now()
+		for i := 0; i < n; {
+			if d > 0 && time.Since(start) >= d {
+				return
+			}
+			due := min(n, int(time.Since(start).Seconds()*rate)+1)
+			for ; i < due; i++ {
+				payload := make([]byte, 4)
+				binary.BigEndian.PutUint32(payload, uint32(i))
+				c.PublishAsync(ctx, mdclient.PublishRequest{
+					Message: mdclient.Message{Subject: topic, Content: payload, Closure: prefix + strconv.Itoa(i)},
+					Result:  results,
+				})
+				s.sent.Store(int64(i + 1))
+			}
+			select {
+			case <-tick.C:
+			case resume := <-s.pause:
+				select {
+				case <-resume:
+				case <-s.stop:
+					return
+				}
+				// Carry on at the same rate, without a burst to make up for the pause.
+				start = time.Now().Add(-time.Duration(float64(i) / rate * float64(time.Second)))
+			case <-s.stop:
+				return
+			}
+		}
+	}()
+	return s
+}
+
+// Pause holds the producer between two requests and returns the function that lets it
+// go on. It reports false if the stream has ended.
+func (s *stream) Pause() (resume func(), ok bool) {
+	ch := make(chan struct{})
+	select {
+	case s.pause <- ch:
+		return func() { close(ch) }, true
+	case <-s.done:
+		return func() {}, false
+	}
 }
 
 // ledger records every request a test makes (each under a unique Closure), every result

@@ -42,7 +42,7 @@ func TestSoak(t *testing.T) {
 		topic       = "soak/stream"
 	)
 	total := int(soak.Seconds()*rate) + rate
-	nodes := []*mosquittotest.Broker{foNode(t, allowToken), foNode(t, allowToken), foNode(t, allowToken)}
+	nodes := []*mosquittotest.Broker{mosquittoNode(t, allowToken), mosquittoNode(t, allowToken), mosquittoNode(t, allowToken)}
 	servers := []string{nodes[0].WSAddr(), nodes[1].TCPAddr(), nodes[2].WSAddr()}
 	index := map[string]int{}
 	for i, s := range servers {
@@ -61,7 +61,7 @@ func TestSoak(t *testing.T) {
 	t.Cleanup(cancel)
 	results := make(chan mdclient.PublishResult, 4096)
 	start := time.Now()
-	stream := startFoStream(t, c, ctx, topic, "", rate, total, *soak, results)
+	stream := startStream(t, c, ctx, topic, "", rate, total, *soak, results)
 
 	type sample struct {
 		at               time.Duration
