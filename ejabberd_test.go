@@ -4,14 +4,11 @@ package mdclient_test
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"sort"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -195,10 +192,8 @@ func testEjabberdFailover(t *testing.T, cl *ejabberdtest.Cluster, servers []stri
 		topic      = "allowed/failover/data"
 	)
 	ctx := ctxTimeout(t, 120*time.Second)
-	resends := &resendCounter{}
 	c := newClient(t, allowToken, servers, mdclient.WithUsername(ejPubUser),
-		mdclient.WithQuickReconnectInitialDelay(quickDelay), mdclient.WithEventBuffer(1024),
-		mdclient.WithLogger(slog.New(resends)))
+		mdclient.WithQuickReconnectInitialDelay(quickDelay), mdclient.WithEventBuffer(1024))
 	used := usedNode(t, cl, c, "allowed/failover/probe")
 	var subs []*ejabberdtest.Sub
 	for _, n := range cl.Nodes() {
@@ -289,7 +284,7 @@ func testEjabberdFailover(t *testing.T, cl *ejabberdtest.Cluster, servers []stri
 	}
 	t.Logf("%d messages in %v (%.0f msg/s); killed %s after %d results; %d in flight resent; outcomes %v; answered by %v",
 		total, elapsed.Round(time.Millisecond), float64(total)/elapsed.Seconds(), used.Name(), killAfter,
-		resends.count.Load(), counts, servedBy)
+		c.Stats().Resent, counts, servedBy)
 	if len(bad) > 0 {
 		t.Errorf("not every QoSGuaranteed message was published across the failover: %v, e.g. %v", counts, bad)
 	}
@@ -403,23 +398,4 @@ func testEjabberdFailover(t *testing.T, cl *ejabberdtest.Cluster, servers []stri
 			t.Errorf("the subscriber on %s did not receive the message published on the restarted node", sub.Node().Name())
 		}
 	}
-}
-
-// resendCounter is a log handler that adds up the messages the client says it resends
-// after a lost connection (for the test log only: log messages are no contract).
-type resendCounter struct{ count atomic.Int64 }
-
-func (h *resendCounter) Enabled(context.Context, slog.Level) bool { return true }
-func (h *resendCounter) WithAttrs([]slog.Attr) slog.Handler       { return h }
-func (h *resendCounter) WithGroup(string) slog.Handler            { return h }
-func (h *resendCounter) Handle(_ context.Context, r slog.Record) error {
-	if strings.Contains(r.Message, "resending") {
-		r.Attrs(func(a slog.Attr) bool {
-			if a.Key == "count" {
-				h.count.Add(a.Value.Int64())
-			}
-			return true
-		})
-	}
-	return nil
 }

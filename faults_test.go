@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"runtime"
 	"strings"
@@ -23,144 +22,6 @@ import (
 // Faults that need a proxy between the client and a broker (internal/faultproxy) or a
 // broker that breaks the protocol (internal/fakebroker).
 
-// capturedRecord is one slog record the client logged, flattened.
-type capturedRecord struct {
-	Level slog.Level
-	Msg   string
-	Attrs map[string]slog.Value // group-qualified keys ("g.key")
-	Text  string                // the message and every attribute, values printed with %+v
-}
-
-// attr returns the record's attribute key printed with %v, or "".
-func (r capturedRecord) attr(key string) string {
-	v, ok := r.Attrs[key]
-	if !ok {
-		return ""
-	}
-	return fmt.Sprint(v.Any())
-}
-
-// attrErr returns the record's attribute key if it is an error.
-func (r capturedRecord) attrErr(key string) error {
-	if v, ok := r.Attrs[key]; ok {
-		if err, ok := v.Any().(error); ok {
-			return err
-		}
-	}
-	return nil
-}
-
-// slogRecorder keeps every record logged through its Logger, at every level.
-type slogRecorder struct {
-	mu      sync.Mutex
-	records []capturedRecord
-	wake    chan struct{} // capacity 1: a record was added
-}
-
-func newSlogRecorder() *slogRecorder { return &slogRecorder{wake: make(chan struct{}, 1)} }
-
-func (r *slogRecorder) Logger() *slog.Logger { return slog.New(&recordingHandler{rec: r}) }
-
-// Records returns a copy of what was logged so far.
-func (r *slogRecorder) Records() []capturedRecord {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]capturedRecord(nil), r.records...)
-}
-
-func (r *slogRecorder) add(rec capturedRecord) {
-	r.mu.Lock()
-	r.records = append(r.records, rec)
-	r.mu.Unlock()
-	select {
-	case r.wake <- struct{}{}:
-	default:
-	}
-}
-
-// await returns the first record that satisfies match, waiting up to d for it.
-func (r *slogRecorder) await(d time.Duration, match func(capturedRecord) bool) (capturedRecord, bool) {
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	for {
-		for _, rec := range r.Records() {
-			if match(rec) {
-				return rec, true
-			}
-		}
-		select {
-		case <-r.wake:
-		case <-timer.C:
-			return capturedRecord{}, false
-		}
-	}
-}
-
-// dump formats every record, for failure messages.
-func (r *slogRecorder) dump() string {
-	var b strings.Builder
-	for _, rec := range r.Records() {
-		fmt.Fprintf(&b, "\n  %v %s", rec.Level, rec.Text)
-	}
-	return b.String()
-}
-
-type recordingHandler struct {
-	rec   *slogRecorder
-	attrs []slog.Attr // from WithAttrs, keys already qualified
-	group string      // prefix from WithGroup, with a trailing dot
-}
-
-func (h *recordingHandler) Enabled(context.Context, slog.Level) bool { return true }
-
-func (h *recordingHandler) Handle(_ context.Context, r slog.Record) error {
-	rec := capturedRecord{Level: r.Level, Msg: r.Message, Attrs: map[string]slog.Value{}}
-	var text strings.Builder
-	text.WriteString(r.Message)
-	var add func(prefix string, a slog.Attr)
-	add = func(prefix string, a slog.Attr) {
-		v := a.Value.Resolve()
-		if v.Kind() == slog.KindGroup {
-			for _, g := range v.Group() {
-				add(prefix+a.Key+".", g)
-			}
-			return
-		}
-		key := prefix + a.Key
-		rec.Attrs[key] = v
-		fmt.Fprintf(&text, " %s=%+v", key, v.Any())
-		if err, ok := v.Any().(error); ok {
-			fmt.Fprintf(&text, " (%s)", err.Error())
-		}
-	}
-	for _, a := range h.attrs {
-		add("", a)
-	}
-	r.Attrs(func(a slog.Attr) bool {
-		add(h.group, a)
-		return true
-	})
-	rec.Text = text.String()
-	h.rec.add(rec)
-	return nil
-}
-
-func (h *recordingHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
-	n := &recordingHandler{rec: h.rec, group: h.group, attrs: append([]slog.Attr(nil), h.attrs...)}
-	for _, a := range attrs {
-		a.Key = h.group + a.Key
-		n.attrs = append(n.attrs, a)
-	}
-	return n
-}
-
-func (h *recordingHandler) WithGroup(name string) slog.Handler {
-	if name == "" {
-		return h
-	}
-	return &recordingHandler{rec: h.rec, attrs: h.attrs, group: h.group + name + "."}
-}
-
 // TestStalledConnection: a path that stalls (sockets open, nothing forwarded) is detected
 // by keep-alive within 1.5 intervals; the client reports the server down, fails over to
 // the standby, and resends the at-least-once messages that were in flight there.
@@ -175,13 +36,12 @@ func TestStalledConnection(t *testing.T) {
 		px              *faultproxy.Proxy
 		proxied, second string
 		sub1, sub2      *mdtest.Subscription
-		rec             *slogRecorder
 		before          time.Time // just before the last exchange through the proxy
 		ctx             context.Context
 	}
 	start := func(t *testing.T, opts ...mdclient.Option) *setup {
 		first, second := embedded(t), embedded(t)
-		s := &setup{second: second.TCPAddr(), rec: newSlogRecorder(), ctx: ctxTimeout(t, 30*time.Second)}
+		s := &setup{second: second.TCPAddr(), ctx: ctxTimeout(t, 30*time.Second)}
 		var err error
 		if s.sub1, err = first.Subscribe("stall/#"); err != nil {
 			t.Fatal(err)
@@ -195,7 +55,7 @@ func TestStalledConnection(t *testing.T) {
 		s.proxied = "tcp://" + s.px.Addr()
 		// Weight 0 makes the second server a standby: the first choice is the proxy, and
 		// the standby is chosen once the proxy has failed.
-		opts = append(opts, mdclient.WithKeepAlive(ka), mdclient.WithLogger(s.rec.Logger()))
+		opts = append(opts, mdclient.WithKeepAlive(ka))
 		s.c = newClient(t, allowToken, []string{"100 " + s.proxied, "0 " + s.second}, opts...)
 		awaitEvent(t, s.c, mdclient.NotifyServerUp, s.proxied, 10*time.Second)
 		s.before = time.Now()
@@ -239,10 +99,8 @@ func TestStalledConnection(t *testing.T) {
 		}
 		noMore(t, results)
 		// They were in flight on the stalled connection and were sent again.
-		if _, ok := s.rec.await(5*time.Second, func(r capturedRecord) bool {
-			return r.Msg == "mdclient: resending unacknowledged messages" && r.attr("count") == fmt.Sprint(n)
-		}); !ok {
-			t.Errorf("no log of %d messages resent; log:%s", n, s.rec.dump())
+		if st := s.c.Stats(); st.Resent != n {
+			t.Errorf("%d messages resent after the stalled connection was dropped, want the %d in flight there (stats %+v)", st.Resent, n, st)
 		}
 		for range n {
 			select {
@@ -667,23 +525,20 @@ func TestMalformedFrames(t *testing.T) {
 	}
 	defer sub.Close()
 	const recvMax = 16
-	// dropped matches the log of the client dropping the connection for a frame.
-	dropped := func(sentinel error, text string) func(capturedRecord) bool {
-		return func(r capturedRecord) bool {
-			err := r.attrErr("reason")
-			return r.Msg == "mdclient: dropping connection" && errors.Is(err, conn.ErrProtocol) &&
-				(sentinel == nil || errors.Is(err, sentinel)) && strings.Contains(err.Error(), text)
+	// The client logs why it dropped the connection: a record about the fake server whose
+	// reason is the protocol violation. dropped matches the client dropping it for a
+	// frame: the reason wraps sentinel (when not nil) and says text.
+	dropped := func(sentinel error, text string) func(error) bool {
+		return func(err error) bool {
+			return (sentinel == nil || errors.Is(err, sentinel)) && strings.Contains(err.Error(), text)
 		}
 	}
 	// notInFlight matches the engine aborting the connection for an unknown packet id.
-	notInFlight := func(r capturedRecord) bool {
-		err := r.attrErr("reason")
-		return err != nil && errors.Is(err, conn.ErrProtocol) && strings.Contains(err.Error(), "not in flight")
-	}
+	notInFlight := func(err error) bool { return strings.Contains(err.Error(), "not in flight") }
 	for _, tc := range []struct {
 		name   string
 		frame  func(id uint16) []byte
-		logged func(capturedRecord) bool
+		logged func(reason error) bool
 	}{
 		{"oversized remaining length", func(uint16) []byte { return fakebroker.Oversized() }, dropped(codec.ErrTooLarge, "")},
 		{"5-byte variable byte integer", func(uint16) []byte { return fakebroker.LongVarint() }, dropped(codec.ErrMalformed, "variable byte integer")},
@@ -703,7 +558,7 @@ func TestMalformedFrames(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { fake.Close() })
-			rec := newSlogRecorder()
+			rec := newLogRecorder()
 			c := newClient(t, allowToken, []string{"100 " + fake.Addr(), "0 " + real.TCPAddr()},
 				mdclient.WithLogger(rec.Logger()))
 			ctx := ctxTimeout(t, 10*time.Second)
@@ -717,8 +572,11 @@ func TestMalformedFrames(t *testing.T) {
 			if !errors.Is(down.Err, conn.ErrProtocol) {
 				t.Errorf("NOTIFY_SERVER_DOWN error %v, want a protocol violation", down.Err)
 			}
-			if _, ok := rec.await(5*time.Second, tc.logged); !ok {
-				t.Errorf("no log of the connection being dropped for the frame; log:%s", rec.dump())
+			if _, ok := rec.Await(5*time.Second, func(r logRecord) bool {
+				reason := r.attrErr("reason")
+				return r.attr("server") == fake.Addr() && errors.Is(reason, conn.ErrProtocol) && tc.logged(reason)
+			}); !ok {
+				t.Errorf("no log of the connection being dropped for the frame; log:%s", rec.Dump())
 			}
 			select {
 			case s := <-fake.Sessions():
@@ -759,19 +617,13 @@ func TestStandbyAfterWeightedServersFail(t *testing.T) {
 	for _, ln := range lns {
 		ln.Close()
 	}
-	rec := newSlogRecorder()
+	rec := newLogRecorder()
 	c := newClient(t, allowToken, []string{"100 " + dead[0], "100 " + dead[1], "0 " + srv.TCPAddr()}, mdclient.WithLogger(rec.Logger()),
 		mdclient.WithReconnectTimeInterval(10*time.Millisecond), mdclient.WithReconnectMaxDelay(50*time.Millisecond))
 	st, err := c.Publish(ctxTimeout(t, 3*time.Second), mdclient.Message{Subject: "standby/x", Content: []byte("x")})
 	if st == mdclient.NotifyPublishFailed && errors.Is(err, mdclient.ErrNoServers) {
-		attempts := map[string]int{}
-		for _, r := range rec.Records() {
-			if r.Msg == "mdclient: connect failed" {
-				attempts[r.attr("server")]++
-			}
-		}
 		t.Fatalf("with two failing weighted servers the standby is never chosen; "+
-			"after 3 s the publish ends %v; failed attempts by server: %v", err, attempts)
+			"after 3 s the publish ends %v; the client's last log records:%s", err, rec.Tail(20))
 	}
 	wantStatus(t, st, err, mdclient.NotifyPublishNoSubscriber, mdclient.ErrNoSubscriber)
 }

@@ -272,6 +272,40 @@ func closeWithin(t *testing.T, c *mdclient.Client, limit time.Duration, release 
 	return time.Since(start), ok
 }
 
+// Waiting, on a deadline (never a sleep).
+
+// eventually polls cond every few milliseconds until it holds or d has passed, and
+// reports whether it held.
+func eventually(d time.Duration, cond func() bool) bool {
+	deadline := time.NewTimer(d)
+	defer deadline.Stop()
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-tick.C:
+		case <-deadline.C:
+			return cond()
+		}
+	}
+	return true
+}
+
+// untilPinged evaluates cond, and again each time ping fires, until it holds or d has
+// passed; it reports whether it held.
+func untilPinged(ping <-chan struct{}, d time.Duration, cond func() bool) bool {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for !cond() {
+		select {
+		case <-ping:
+		case <-timer.C:
+			return cond()
+		}
+	}
+	return true
+}
+
 // mosquittoNode starts a mosquitto with the publisher "pub" (password pubPassword) and the
 // subscriber "sub" (password subPassword), no ACL, a Receive Maximum of 1000, and no limit
 // on the messages it queues for a slow subscriber: with mosquitto's default
@@ -888,14 +922,9 @@ func (l *ledger) counts() ledgerCounts {
 }
 
 func (c ledgerCounts) String() string {
-	keys := make([]string, 0, len(c.Kinds))
-	for k := range c.Kinds {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
 	var b strings.Builder
 	fmt.Fprintf(&b, "%d requests, %d receipts:", c.Requests, c.Receipts)
-	for _, k := range keys {
+	for _, k := range sortedKeys(c.Kinds) {
 		fmt.Fprintf(&b, " %s=%d", k, c.Kinds[k])
 	}
 	return b.String()
@@ -952,6 +981,16 @@ func describeReceipts(got []ledgerReceipt) string {
 	return strings.Join(parts, "; ")
 }
 
+// sortedKeys returns m's keys in order.
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
 // logRecorder is a slog.Handler that keeps every record at every level, for tests that
 // look at what the client logged. Handlers made by WithAttrs and WithGroup share the
 // records of the one they came from. Safe for concurrent use.
@@ -964,6 +1003,7 @@ type logRecorder struct {
 type logStore struct {
 	mu   sync.Mutex
 	recs []logRecord
+	wake chan struct{} // capacity 1: a record was added
 }
 
 // logRecord is one record, flattened.
@@ -971,24 +1011,46 @@ type logRecord struct {
 	Time  time.Time
 	Level slog.Level
 	Msg   string
-	Attrs map[string]string // group-qualified keys; values printed with %v
+	Attrs map[string]any // group-qualified keys ("g.key"); resolved values
 }
 
-func (r logRecord) String() string {
-	keys := make([]string, 0, len(r.Attrs))
-	for k := range r.Attrs {
-		keys = append(keys, k)
+// attr returns the attribute key printed with %v, or "".
+func (r logRecord) attr(key string) string {
+	v, ok := r.Attrs[key]
+	if !ok {
+		return ""
 	}
-	sort.Strings(keys)
+	return fmt.Sprint(v)
+}
+
+// attrErr returns the attribute key if it is an error.
+func (r logRecord) attrErr(key string) error {
+	err, _ := r.Attrs[key].(error)
+	return err
+}
+
+// Text is everything the record says: its message and every attribute, values printed
+// with %+v (and an error's text too), for looking for a string in it.
+func (r logRecord) Text() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s %v %s", r.Time.Format("15:04:05.000000"), r.Level, r.Msg)
-	for _, k := range keys {
-		fmt.Fprintf(&b, " %s=%s", k, r.Attrs[k])
+	b.WriteString(r.Msg)
+	for _, k := range sortedKeys(r.Attrs) {
+		v := r.Attrs[k]
+		fmt.Fprintf(&b, " %s=%+v", k, v)
+		if err, ok := v.(error); ok {
+			fmt.Fprintf(&b, " (%s)", err.Error())
+		}
 	}
 	return b.String()
 }
 
-func newLogRecorder() *logRecorder { return &logRecorder{store: &logStore{}} }
+func (r logRecord) String() string {
+	return fmt.Sprintf("%s %v %s", r.Time.Format("15:04:05.000000"), r.Level, r.Text())
+}
+
+func newLogRecorder() *logRecorder {
+	return &logRecorder{store: &logStore{wake: make(chan struct{}, 1)}}
+}
 
 // Logger returns a logger writing to h.
 func (h *logRecorder) Logger() *slog.Logger { return slog.New(h) }
@@ -996,7 +1058,7 @@ func (h *logRecorder) Logger() *slog.Logger { return slog.New(h) }
 func (h *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
 
 func (h *logRecorder) Handle(_ context.Context, r slog.Record) error {
-	rec := logRecord{Time: r.Time, Level: r.Level, Msg: r.Message, Attrs: map[string]string{}}
+	rec := logRecord{Time: r.Time, Level: r.Level, Msg: r.Message, Attrs: map[string]any{}}
 	var add func(prefix string, a slog.Attr)
 	add = func(prefix string, a slog.Attr) {
 		v := a.Value.Resolve()
@@ -1010,7 +1072,7 @@ func (h *logRecorder) Handle(_ context.Context, r slog.Record) error {
 			}
 			return
 		}
-		rec.Attrs[prefix+a.Key] = fmt.Sprint(v.Any())
+		rec.Attrs[prefix+a.Key] = v.Any()
 	}
 	for _, a := range h.attrs {
 		add("", a)
@@ -1022,6 +1084,10 @@ func (h *logRecorder) Handle(_ context.Context, r slog.Record) error {
 	h.store.mu.Lock()
 	h.store.recs = append(h.store.recs, rec)
 	h.store.mu.Unlock()
+	select {
+	case h.store.wake <- struct{}{}:
+	default:
+	}
 	return nil
 }
 
@@ -1048,6 +1114,24 @@ func (h *logRecorder) Records() []logRecord {
 	return append([]logRecord(nil), h.store.recs...)
 }
 
+// Await returns the first record that satisfies match, waiting up to d for it.
+func (h *logRecorder) Await(d time.Duration, match func(logRecord) bool) (logRecord, bool) {
+	var found logRecord
+	seen := 0
+	ok := untilPinged(h.store.wake, d, func() bool {
+		recs := h.Records()
+		for _, r := range recs[seen:] {
+			if match(r) {
+				found = r
+				return true
+			}
+		}
+		seen = len(recs)
+		return false
+	})
+	return found, ok
+}
+
 // Tail formats the last n records, for failure messages.
 func (h *logRecorder) Tail(n int) string {
 	recs := h.Records()
@@ -1061,3 +1145,6 @@ func (h *logRecorder) Tail(n int) string {
 	}
 	return b.String()
 }
+
+// Dump formats every record, for failure messages.
+func (h *logRecorder) Dump() string { return h.Tail(len(h.Records())) }

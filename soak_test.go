@@ -52,10 +52,8 @@ func TestSoak(t *testing.T) {
 	for i, b := range nodes {
 		soakSubscribe(t, b, "soak/#", func(payload []byte) { seen.record(i, payload, "soak/#") })
 	}
-	log := &foLog{}
 	// Requests carry no deadline of their own: the publish timeout bounds each.
-	c := newClient(t, allowToken, servers, mdclient.WithUsername("pub"), mdclient.WithLogger(log.logger()),
-		mdclient.WithPublishTimeout(10*time.Second))
+	c := newClient(t, allowToken, servers, mdclient.WithUsername("pub"), mdclient.WithPublishTimeout(10*time.Second))
 
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -216,11 +214,7 @@ loop:
 	takeSample()
 	missing := seen.waitAll(okIDs, 30*time.Second)
 
-	var resent int64
-	for _, r := range log.find(foMsgResend) {
-		k, _ := foInt(r.Attrs["count"])
-		resent += k
-	}
+	resent := c.Stats().Resent
 	seen.mu.Lock()
 	dups := 0
 	for _, k := range seen.count {
