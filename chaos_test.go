@@ -435,9 +435,9 @@ func (r *chaosRun) build(withMosquitto bool) {
 	}
 	a, b := r.brokers[0], r.brokers[1]
 	r.addLive(a.emb.WSAddr(), a)
-	r.addLive("tcp://"+r.proxy("pA", chaosHostPort(a.emb.TCPAddr()), a, false).px.Addr(), a)
+	r.addLive("tcp://"+r.proxy("pA", hostPort(a.emb.TCPAddr()), a, false).px.Addr(), a)
 	r.addLive(b.emb.TCPAddr(), b)
-	r.addLive("ws://"+r.proxy("pB", chaosHostPort(b.emb.WSAddr()), b, false).px.Addr()+"/mqtt", b)
+	r.addLive("ws://"+r.proxy("pB", hostPort(b.emb.WSAddr()), b, false).px.Addr()+"/mqtt", b)
 	if withMosquitto {
 		cfg := mosquittotest.Config{
 			Users: map[string]string{"pub": allowToken, "sub": subPassword},
@@ -464,7 +464,7 @@ func (r *chaosRun) build(withMosquitto bool) {
 		r.addLive(mq.WSAddr(), m)
 		r.addLive("tcp://"+r.proxy("pM", mq.TCPHostPort(), m, false).px.Addr(), m)
 	}
-	hole := r.proxy("hole", chaosHostPort(a.emb.TCPAddr()), nil, true)
+	hole := r.proxy("hole", hostPort(a.emb.TCPAddr()), nil, true)
 	hole.px.Stall()
 	r.hole = "tcp://" + hole.px.Addr()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -565,12 +565,6 @@ func (r *chaosRun) proxy(name, target string, b *chaosBroker, blackhole bool) *c
 	p := &chaosProxy{name: name, px: px, broker: b, blackhole: blackhole}
 	r.proxies = append(r.proxies, p)
 	return p
-}
-
-func chaosHostPort(addr string) string {
-	_, hp, _ := strings.Cut(addr, "://")
-	hp, _, _ = strings.Cut(hp, "/")
-	return hp
 }
 
 func (r *chaosRun) describeBrokers() string {
@@ -1243,12 +1237,8 @@ func newReproWorld(t *testing.T, proxied bool) *reproWorld {
 	})
 	w.addr = w.srv.TCPAddr()
 	if proxied {
-		px, err := faultproxy.New(chaosHostPort(w.srv.TCPAddr()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { px.Close() })
-		w.px, w.addr = px, "tcp://"+px.Addr()
+		w.px = newFaultProxy(t, hostPort(w.srv.TCPAddr()))
+		w.addr = "tcp://" + w.px.Addr()
 	}
 	w.led.server(w.addr, "S")
 	return w
@@ -1308,22 +1298,6 @@ func (w *reproWorld) awaitReceipt(e *ledgerEntry, d time.Duration) bool {
 	}
 }
 
-// chaosUntil polls cond every few milliseconds until it holds or d passes.
-func chaosUntil(d time.Duration, cond func() bool) bool {
-	deadline := time.NewTimer(d)
-	defer deadline.Stop()
-	tick := time.NewTicker(2 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-tick.C:
-		case <-deadline.C:
-			return cond()
-		}
-	}
-	return true
-}
-
 // failViolations fails t with what the ledger found.
 func failViolations(t *testing.T, led *ledger) {
 	t.Helper()
@@ -1348,7 +1322,7 @@ func TestChaosReproExpiredInBatchSent(t *testing.T) {
 	big, bigEntry := w.message("big", chaosTopic+"big", bigSize, mdclient.QoSGuaranteed, ledgerRequest{how: "PublishAsync"})
 	bigCh := c.PublishAsync(ctxTimeout(t, 60*time.Second), mdclient.PublishRequest{Message: big})
 	// The big batch is with the writer once it is counted as written.
-	if !chaosUntil(10*time.Second, func() bool { return c.Stats().BytesWritten >= before+bigSize }) {
+	if !eventually(10*time.Second, func() bool { return c.Stats().BytesWritten >= before+bigSize }) {
 		t.Fatalf("the big message was never handed to the connection")
 	}
 	small, _ := w.message("small", chaosTopic+"small", 10, mdclient.QoSGuaranteed, ledgerRequest{how: "PublishAsync"})
@@ -1371,17 +1345,13 @@ func TestChaosReproExpiredInBatchSent(t *testing.T) {
 // recovers the broker publishes it.
 func TestChaosReproClosedInFlightSent(t *testing.T) {
 	w := newReproWorld(t, true)
-	c := mdclient.NewClient(mdclient.WithDrainTimeout(100 * time.Millisecond))
-	c.SetEntitlementToken(allowToken)
-	if err := c.SetServers([]string{w.addr}); err != nil {
-		t.Fatal(err)
-	}
+	c := openClient(t, allowToken, []string{w.addr}, mdclient.WithDrainTimeout(100*time.Millisecond))
 	w.flush(t, c)
 	w.px.Stall()
 	before := c.Stats().BytesWritten
 	m, e := w.message("in-flight", chaosTopic+"inflight", 10, mdclient.QoSGuaranteed, ledgerRequest{how: "PublishAsync"})
 	ch := c.PublishAsync(ctxTimeout(t, 30*time.Second), mdclient.PublishRequest{Message: m})
-	if !chaosUntil(10*time.Second, func() bool { return c.Stats().BytesWritten > before }) {
+	if !eventually(10*time.Second, func() bool { return c.Stats().BytesWritten > before }) {
 		t.Fatal("the message was never handed to the connection")
 	}
 	if err := c.Close(); err != nil {

@@ -42,15 +42,7 @@ func TestStalledConnection(t *testing.T) {
 	start := func(t *testing.T, opts ...mdclient.Option) *setup {
 		first, second := embedded(t), embedded(t)
 		s := &setup{second: second.TCPAddr(), ctx: ctxTimeout(t, 30*time.Second)}
-		var err error
-		if s.sub1, err = first.Subscribe("stall/#"); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.sub1.Close() })
-		if s.sub2, err = second.Subscribe("stall/#"); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.sub2.Close() })
+		s.sub1, s.sub2 = subscribe(t, first, "stall/#"), subscribe(t, second, "stall/#")
 		s.px = newFaultProxy(t, hostPort(first.TCPAddr()))
 		s.proxied = "tcp://" + s.px.Addr()
 		// Weight 0 makes the second server a standby: the first choice is the proxy, and
@@ -406,11 +398,7 @@ func TestCloseUnderLoadFailover(t *testing.T) {
 		srv := embedded(t)
 		px := newFaultProxy(t, hostPort(srv.TCPAddr()))
 		proxied := "tcp://" + px.Addr()
-		c := mdclient.NewClient(mdclient.WithDrainTimeout(drain))
-		c.SetEntitlementToken(allowToken)
-		if err := c.SetServers([]string{proxied}); err != nil {
-			t.Fatal(err)
-		}
+		c := openClient(t, allowToken, []string{proxied}, mdclient.WithDrainTimeout(drain))
 		awaitEvent(t, c, mdclient.NotifyServerUp, proxied, 10*time.Second)
 		return c, px, proxied
 	}
@@ -487,19 +475,12 @@ func TestCloseUnderLoadFailover(t *testing.T) {
 	// Close while the client fails over from a stalled server to a standby and resends.
 	t.Run("failover", func(t *testing.T) {
 		first, second := embedded(t), embedded(t)
-		sub, err := second.Subscribe("close/#")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer sub.Close()
+		subscribe(t, second, "close/#")
 		px := newFaultProxy(t, hostPort(first.TCPAddr()))
 		proxied := "tcp://" + px.Addr()
 		const drain = 2 * time.Second
-		c := mdclient.NewClient(mdclient.WithDrainTimeout(drain), mdclient.WithKeepAlive(time.Second))
-		c.SetEntitlementToken(allowToken)
-		if err := c.SetServers([]string{"100 " + proxied, "0 " + second.TCPAddr()}); err != nil {
-			t.Fatal(err)
-		}
+		c := openClient(t, allowToken, []string{"100 " + proxied, "0 " + second.TCPAddr()},
+			mdclient.WithDrainTimeout(drain), mdclient.WithKeepAlive(time.Second))
 		awaitEvent(t, c, mdclient.NotifyServerUp, proxied, 10*time.Second)
 		px.Stall()
 		const n = 2000
@@ -519,11 +500,7 @@ func TestCloseUnderLoadFailover(t *testing.T) {
 // real server, where it ends OK.
 func TestMalformedFrames(t *testing.T) {
 	real := embedded(t)
-	sub, err := real.Subscribe("mal/#")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Close()
+	sub := subscribe(t, real, "mal/#")
 	const recvMax = 16
 	// The client logs why it dropped the connection: a record about the fake server whose
 	// reason is the protocol violation. dropped matches the client dropping it for a

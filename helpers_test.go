@@ -43,14 +43,21 @@ func embedded(t *testing.T) *mdtest.Server {
 	return s
 }
 
+// subscribe attaches a subscriber for filter to srv, closed when the test ends.
+func subscribe(t *testing.T, srv *mdtest.Server, filter string) *mdtest.Subscription {
+	t.Helper()
+	sub, err := srv.Subscribe(filter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sub.Close() })
+	return sub
+}
+
 // newClient returns a client connected to servers, closed when the test ends.
 func newClient(t *testing.T, token string, servers []string, opts ...mdclient.Option) *mdclient.Client {
 	t.Helper()
-	c := mdclient.NewClient(opts...)
-	c.SetEntitlementToken(token)
-	if err := c.SetServers(servers); err != nil {
-		t.Fatal(err)
-	}
+	c := openClient(t, token, servers, opts...)
 	t.Cleanup(func() {
 		if err := c.Close(); err != nil {
 			t.Errorf("Close: %v", err)
@@ -59,6 +66,19 @@ func newClient(t *testing.T, token string, servers []string, opts ...mdclient.Op
 	return c
 }
 
+// openClient returns a client connected to servers, for a test that closes it itself.
+func openClient(t *testing.T, token string, servers []string, opts ...mdclient.Option) *mdclient.Client {
+	t.Helper()
+	c := mdclient.NewClient(opts...)
+	c.SetEntitlementToken(token)
+	if err := c.SetServers(servers); err != nil {
+		c.Close()
+		t.Fatal(err)
+	}
+	return c
+}
+
+// ctxTimeout returns a context that ends after d, or when the test ends.
 func ctxTimeout(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
@@ -155,9 +175,11 @@ func awaitEvent(t *testing.T, c *mdclient.Client, typ mdclient.Status, server st
 	return ev, at
 }
 
-// hostPort strips the scheme of a "tcp://host:port" address.
+// hostPort strips the scheme and the path of a server address: "tcp://h:p" and
+// "ws://h:p/mqtt" give "h:p".
 func hostPort(addr string) string {
 	_, hp, _ := strings.Cut(addr, "://")
+	hp, _, _ = strings.Cut(hp, "/")
 	return hp
 }
 

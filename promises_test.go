@@ -25,11 +25,7 @@ import (
 // Observation 1: a context already done when PublishAsync is called sends nothing.
 func TestDoneContextSendsNothing(t *testing.T) {
 	srv := embedded(t)
-	sub, err := srv.Subscribe("never/#")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Close()
+	sub := subscribe(t, srv, "never/#")
 	transports(t, srv.WSAddr(), srv.TCPAddr(), func(t *testing.T, addr string) {
 		c := newClient(t, allowToken, []string{addr})
 		if st, err := c.Publish(ctxTimeout(t, 10*time.Second), mdclient.Message{Subject: "never/warmup", Content: []byte("warmup")}); st != mdclient.NotifyPublishOK {
@@ -58,11 +54,7 @@ func TestDoneContextSendsNothing(t *testing.T) {
 // and every OK one must.
 func TestShortContextsFailedNeverDelivered(t *testing.T) {
 	srv := embedded(t)
-	sub, err := srv.Subscribe("short/#")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Close()
+	sub := subscribe(t, srv, "short/#")
 	transports(t, srv.WSAddr(), srv.TCPAddr(), func(t *testing.T, addr string) {
 		c := newClient(t, allowToken, []string{addr})
 		const n = 20000
@@ -113,11 +105,7 @@ func TestCloseDeliversEveryResultToAReader(t *testing.T) {
 	srv := embedded(t)
 	srv.DropAcks("#", true)
 	const drain = time.Second
-	c := mdclient.NewClient(mdclient.WithDrainTimeout(drain))
-	c.SetEntitlementToken(allowToken)
-	if err := c.SetServers([]string{srv.TCPAddr()}); err != nil {
-		t.Fatal(err)
-	}
+	c := openClient(t, allowToken, []string{srv.TCPAddr()}, mdclient.WithDrainTimeout(drain))
 	awaitEvent(t, c, mdclient.NotifyServerUp, "", 10*time.Second)
 	const n = 5000
 	results := make(chan mdclient.PublishResult, 16)
@@ -202,11 +190,7 @@ func TestCallsAfterCloseGetTheirResult(t *testing.T) {
 	t.Run("50 callers while Close runs", func(t *testing.T) {
 		srv.DropAcks("slow/#", true)
 		defer srv.DropAcks("slow/#", false)
-		c := mdclient.NewClient(mdclient.WithDrainTimeout(300 * time.Millisecond))
-		c.SetEntitlementToken(allowToken)
-		if err := c.SetServers([]string{srv.TCPAddr()}); err != nil {
-			t.Fatal(err)
-		}
+		c := openClient(t, allowToken, []string{srv.TCPAddr()}, mdclient.WithDrainTimeout(300*time.Millisecond))
 		ch := make(chan mdclient.PublishResult, 8)
 		var calls atomic.Int64
 		var wg sync.WaitGroup
@@ -507,11 +491,7 @@ func TestErrorTexts(t *testing.T) {
 func TestConcurrentCloseWaitsForTheFirst(t *testing.T) {
 	srv := embedded(t)
 	srv.DropAcks("#", true)
-	c := mdclient.NewClient(mdclient.WithDrainTimeout(300 * time.Millisecond))
-	c.SetEntitlementToken(allowToken)
-	if err := c.SetServers([]string{srv.TCPAddr()}); err != nil {
-		t.Fatal(err)
-	}
+	c := openClient(t, allowToken, []string{srv.TCPAddr()}, mdclient.WithDrainTimeout(300*time.Millisecond))
 	awaitEvent(t, c, mdclient.NotifyServerUp, "", 10*time.Second)
 	res := c.PublishAsync(context.Background(), mdclient.PublishRequest{Message: mdclient.Message{Subject: "a/b"}})
 	first := make(chan time.Time, 1)

@@ -14,11 +14,7 @@ import (
 
 func TestEmbeddedOutcomes(t *testing.T) {
 	srv := embedded(t)
-	sub, err := srv.Subscribe("sport/#")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Close()
+	sub := subscribe(t, srv, "sport/#")
 	transports(t, srv.WSAddr(), srv.TCPAddr(), func(t *testing.T, addr string) {
 		c := newClient(t, allowToken, []string{addr})
 		ctx := ctxTimeout(t, 10*time.Second)
@@ -75,11 +71,7 @@ func TestTokenInUsername(t *testing.T) {
 // closure comes back exactly once.
 func TestSharedChannel(t *testing.T) {
 	srv := embedded(t)
-	sub, err := srv.Subscribe("stream/#")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Close()
+	subscribe(t, srv, "stream/#")
 	c := newClient(t, allowToken, []string{srv.WSAddr()})
 	const n = 20000
 	results := make(chan mdclient.PublishResult, 64)
@@ -173,11 +165,7 @@ func TestUnreachable(t *testing.T) {
 
 func TestPublishAfterClose(t *testing.T) {
 	srv := embedded(t)
-	c := mdclient.NewClient()
-	c.SetEntitlementToken(allowToken)
-	if err := c.SetServers([]string{srv.TCPAddr()}); err != nil {
-		t.Fatal(err)
-	}
+	c := openClient(t, allowToken, []string{srv.TCPAddr()})
 	ctx := ctxTimeout(t, 10*time.Second)
 	st, err := c.Publish(ctx, mdclient.Message{Subject: "a/b"})
 	wantStatus(t, st, err, mdclient.NotifyPublishNoSubscriber, mdclient.ErrNoSubscriber)
@@ -197,11 +185,7 @@ func TestPublishAfterClose(t *testing.T) {
 // TestCloseUnderLoad: Close while requests stream in gives every request one result.
 func TestCloseUnderLoad(t *testing.T) {
 	srv := embedded(t)
-	c := mdclient.NewClient()
-	c.SetEntitlementToken(allowToken)
-	if err := c.SetServers([]string{srv.WSAddr()}); err != nil {
-		t.Fatal(err)
-	}
+	c := openClient(t, allowToken, []string{srv.WSAddr()})
 	const n = 5000
 	results := make(chan mdclient.PublishResult, n)
 	sent := make(chan struct{})
@@ -317,11 +301,7 @@ func TestSetServersMoves(t *testing.T) {
 func TestCloseDrains(t *testing.T) {
 	srv := embedded(t)
 	for range 10 {
-		c := mdclient.NewClient()
-		c.SetEntitlementToken(allowToken)
-		if err := c.SetServers([]string{srv.TCPAddr()}); err != nil {
-			t.Fatal(err)
-		}
+		c := openClient(t, allowToken, []string{srv.TCPAddr()})
 		const n = 300
 		results := make(chan mdclient.PublishResult, n)
 		for range n {
