@@ -9,7 +9,6 @@ import (
 	"net"
 	"os"
 	"runtime"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -1104,26 +1103,12 @@ func (r *chaosRun) marker(b *chaosBroker, sub string, deadline time.Time) bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		st, err := c.Publish(ctx, mdclient.Message{Subject: chaosTopic + "marker", Content: payload, Closure: "marker"})
 		cancel()
-		if r.awaitMarker(sub, time.Second) {
+		if r.led.awaitMarker(sub, time.Second) {
 			return true
 		}
 		r.note("quiesce: marker to %s: %s %v", b.name, st, err)
 	}
 	return false
-}
-
-// awaitMarker waits up to d for sub's marker.
-func (r *chaosRun) awaitMarker(sub string, d time.Duration) bool {
-	wait := time.NewTimer(d)
-	defer wait.Stop()
-	for !r.led.markerSeen(sub) {
-		select {
-		case <-r.led.Received():
-		case <-wait.C:
-			return r.led.markerSeen(sub)
-		}
-	}
-	return true
 }
 
 // teardown closes everything the run started.
@@ -1154,46 +1139,7 @@ func (r *chaosRun) report(closeTook time.Duration, heapPeak uint64) {
 	if len(vs) == 0 {
 		return
 	}
-	byKind := map[string][]string{}
-	groups := map[string]map[string]int{} // kind → how the requests were made → count
-	var kinds []string
-	for _, v := range vs {
-		if _, ok := byKind[v.kind]; !ok {
-			kinds = append(kinds, v.kind)
-			groups[v.kind] = map[string]int{}
-		}
-		byKind[v.kind] = append(byKind[v.kind], v.text)
-		if v.group != "" {
-			groups[v.kind][v.group]++
-		}
-	}
-	sort.Strings(kinds)
-	const examples = 3
-	for _, k := range kinds {
-		list := byKind[k]
-		var b strings.Builder
-		fmt.Fprintf(&b, "seed %d: %s: %d violation(s)", r.seed, k, len(list))
-		if g := groups[k]; len(g) > 1 {
-			keys := make([]string, 0, len(g))
-			for h := range g {
-				keys = append(keys, h)
-			}
-			sort.Strings(keys)
-			b.WriteString(" by request:")
-			for _, h := range keys {
-				fmt.Fprintf(&b, " %s ×%d;", h, g[h])
-			}
-		}
-		for i, s := range list {
-			if i == examples {
-				fmt.Fprintf(&b, "\n    … and %d more", len(list)-examples)
-				break
-			}
-			b.WriteString("\n    ")
-			b.WriteString(s)
-		}
-		t.Error(b.String())
-	}
+	failViolations(t, fmt.Sprintf("seed %d: ", r.seed), vs)
 	r.mu.Lock()
 	t.Logf("seed %d: timeline:\n  %s", r.seed, strings.Join(r.timeline, "\n  "))
 	r.mu.Unlock()
@@ -1219,22 +1165,8 @@ type reproWorld struct {
 func newReproWorld(t *testing.T, proxied bool) *reproWorld {
 	t.Helper()
 	w := &reproWorld{led: newLedger("repro-"+t.Name(), chaosTopic), srv: embedded(t)}
-	sub, err := w.srv.Subscribe(chaosTopic + "#")
-	if err != nil {
-		t.Fatal(err)
-	}
 	w.led.subscriber("sub", "S")
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for m := range sub.Messages() {
-			w.led.receipt("sub", m.Topic, m.Payload)
-		}
-	}()
-	t.Cleanup(func() {
-		sub.Close()
-		<-done
-	})
+	w.led.watchEmbedded(t, "sub", w.srv, chaosTopic+"#")
 	w.addr = w.srv.TCPAddr()
 	if proxied {
 		w.px = newFaultProxy(t, hostPort(w.srv.TCPAddr()))
@@ -1261,48 +1193,8 @@ func (w *reproWorld) flush(t *testing.T, c *mdclient.Client) {
 	if st != mdclient.NotifyPublishOK {
 		t.Fatalf("marker: %s %v", st, err)
 	}
-	if !w.awaitMarker(10 * time.Second) {
+	if !w.led.awaitMarker("sub", 10*time.Second) {
 		t.Fatal("the subscriber did not receive the marker")
-	}
-}
-
-func (w *reproWorld) awaitMarker(d time.Duration) bool {
-	wait := time.NewTimer(d)
-	defer wait.Stop()
-	for !w.led.markerSeen("sub") {
-		select {
-		case <-w.led.Received():
-		case <-wait.C:
-			return w.led.markerSeen("sub")
-		}
-	}
-	return true
-}
-
-// awaitReceipt waits up to d for a subscriber to receive e's message.
-func (w *reproWorld) awaitReceipt(e *ledgerEntry, d time.Duration) bool {
-	wait := time.NewTimer(d)
-	defer wait.Stop()
-	for {
-		w.led.mu.Lock()
-		n := len(e.got)
-		w.led.mu.Unlock()
-		if n > 0 {
-			return true
-		}
-		select {
-		case <-w.led.Received():
-		case <-wait.C:
-			return false
-		}
-	}
-}
-
-// failViolations fails t with what the ledger found.
-func failViolations(t *testing.T, led *ledger) {
-	t.Helper()
-	for _, v := range led.check() {
-		t.Error(v)
 	}
 }
 
@@ -1333,9 +1225,9 @@ func TestChaosReproExpiredInBatchSent(t *testing.T) {
 	t.Logf("the small message, whose context ended while the writer was busy: %s", describeResult(res))
 	w.px.Resume()
 	w.led.result("big", nil, <-bigCh)
-	w.awaitReceipt(bigEntry, 30*time.Second)
+	w.led.awaitReceipt(bigEntry, 30*time.Second)
 	w.flush(t, c)
-	failViolations(t, w.led)
+	failViolations(t, "", w.led.check())
 }
 
 // TestChaosReproClosedInFlightSent: "NOTIFY_PUBLISH_TIMEOUT whenever its bytes may have
@@ -1364,10 +1256,10 @@ func TestChaosReproClosedInFlightSent(t *testing.T) {
 		t.Errorf("a message handed to the connection and unacknowledged when Close ended got %s, want TIMEOUT wrapping ErrClosed", describeResult(res))
 	}
 	w.px.Resume()
-	if w.awaitReceipt(e, 5*time.Second) {
+	if w.led.awaitReceipt(e, 5*time.Second) {
 		t.Logf("and the subscriber received it")
 	}
-	failViolations(t, w.led)
+	failViolations(t, "", w.led.check())
 }
 
 // TestChaosReproStandardLostFailed: "NOTIFY_PUBLISH_TIMEOUT whenever ... the connection

@@ -704,6 +704,41 @@ func (l *ledger) receipt(sub, topic string, payload []byte) {
 	e.got = append(e.got, ledgerReceipt{sub: sub, broker: l.subs[sub], topic: topic, at: l.since(now)})
 }
 
+// watchEmbedded subscribes a subscriber named name to filter on srv and records what it
+// receives, until the test ends.
+func (l *ledger) watchEmbedded(t *testing.T, name string, srv *mdtest.Server, filter string) {
+	t.Helper()
+	sub, err := srv.Subscribe(filter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.feed(t, name, func() (string, []byte, bool) {
+		m, ok := <-sub.Messages()
+		return m.Topic, m.Payload, ok
+	}, func() { sub.Close() })
+}
+
+// feed records every message next returns as received by subscriber name, until next
+// reports false; when the test ends, it calls stop (which must make next report false)
+// and waits.
+func (l *ledger) feed(t *testing.T, name string, next func() (topic string, payload []byte, ok bool), stop func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			topic, payload, ok := next()
+			if !ok {
+				return
+			}
+			l.receipt(name, topic, payload)
+		}
+	}()
+	t.Cleanup(func() {
+		stop()
+		<-done
+	})
+}
+
 // markerSeen reports whether sub has received its quiescence marker.
 func (l *ledger) markerSeen(sub string) bool {
 	l.mu.Lock()
@@ -714,6 +749,20 @@ func (l *ledger) markerSeen(sub string) bool {
 
 // Received is pinged (capacity 1) whenever a subscriber receives anything.
 func (l *ledger) Received() <-chan struct{} { return l.received }
+
+// awaitMarker waits up to d for sub's quiescence marker.
+func (l *ledger) awaitMarker(sub string, d time.Duration) bool {
+	return untilPinged(l.received, d, func() bool { return l.markerSeen(sub) })
+}
+
+// awaitReceipt waits up to d for a subscriber to receive e's message.
+func (l *ledger) awaitReceipt(e *ledgerEntry, d time.Duration) bool {
+	return untilPinged(l.received, d, func() bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return len(e.got) > 0
+	})
+}
 
 // waitResults waits until every request registered so far has a result, or deadline.
 // It returns the number still without one.
@@ -1001,6 +1050,46 @@ func describeReceipts(got []ledgerReceipt) string {
 		parts[i] = fmt.Sprintf("subscriber %s (broker %s) received it on %q at +%v", g.sub, g.broker, g.topic, g.at)
 	}
 	return strings.Join(parts, "; ")
+}
+
+// violationExamples is how many violations of one kind failViolations shows.
+const violationExamples = 5
+
+// failViolations fails t with vs, one error per kind (prefix first): how many, how their
+// requests were made when that differs, and the first few.
+func failViolations(t *testing.T, prefix string, vs []ledgerViolation) {
+	t.Helper()
+	byKind := map[string][]string{}
+	groups := map[string]map[string]int{} // kind → how the requests were made → count
+	for _, v := range vs {
+		if _, ok := byKind[v.kind]; !ok {
+			groups[v.kind] = map[string]int{}
+		}
+		byKind[v.kind] = append(byKind[v.kind], v.text)
+		if v.group != "" {
+			groups[v.kind][v.group]++
+		}
+	}
+	for _, k := range sortedKeys(byKind) {
+		list := byKind[k]
+		var b strings.Builder
+		fmt.Fprintf(&b, "%s%s: %d violation(s)", prefix, k, len(list))
+		if g := groups[k]; len(g) > 1 {
+			b.WriteString(" by request:")
+			for _, h := range sortedKeys(g) {
+				fmt.Fprintf(&b, " %s ×%d;", h, g[h])
+			}
+		}
+		for i, s := range list {
+			if i == violationExamples {
+				fmt.Fprintf(&b, "\n    … and %d more", len(list)-violationExamples)
+				break
+			}
+			b.WriteString("\n    ")
+			b.WriteString(s)
+		}
+		t.Error(b.String())
+	}
 }
 
 // sortedKeys returns m's keys in order.
