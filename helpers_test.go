@@ -24,13 +24,29 @@ import (
 	"github.com/mdclient/mdclient/mdtest"
 )
 
-// The test kit of the root package's tests: the plumbing every test uses (servers,
-// clients, outcomes, events, results), a ledger of requests, results and what subscribers
-// received, and a recording slog.Handler.
+// The test kit of the root package's tests:
+//
+//   - servers: embedded brokers, mosquitto, fault proxies, subscribers;
+//   - clients: one connected for the test, contexts, both transports, Close with a limit;
+//   - waiting: polling a condition, or re-checking it when a channel pings, until a deadline;
+//   - outcomes and events: the status a call must end with, waiting for an event;
+//   - results: collect (exactly one result per closure), a steady stream of publishes;
+//   - the ledger: every request, result and receipt of a test, checked against the
+//     contract's promises (exactly once, the FAILED/TIMEOUT rule, OK means published);
+//   - logRecorder: a slog.Handler that keeps what the client logged.
 
+// TestMain fails the package's run when a test leaves goroutines behind.
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-const allowToken = "allow-token"
+const (
+	// allowToken is the entitlement token the tests' servers let publish (for mosquitto,
+	// the password of the user "pub").
+	allowToken = "allow-token"
+	// subPassword is the password of mosquitto's subscriber "sub".
+	subPassword = "sub-secret"
+)
+
+// Servers.
 
 // embedded starts an embedded broker that lets allowToken publish.
 func embedded(t *testing.T) *mdtest.Server {
@@ -53,6 +69,77 @@ func subscribe(t *testing.T, srv *mdtest.Server, filter string) *mdtest.Subscrip
 	t.Cleanup(func() { sub.Close() })
 	return sub
 }
+
+// startMosquitto starts Debian's mosquitto with the publisher "pub" (password allowToken)
+// allowed to write allowed/# and lonely/# only, and the subscriber "sub" reading allowed/#.
+// Payloads above 1000 bytes are refused with a PUBACK failure code, packets above 4000
+// bytes by the announced Maximum Packet Size.
+func startMosquitto(t *testing.T) *mosquittotest.Broker {
+	return mosquittotest.Start(t, mosquittotest.Config{
+		Users: map[string]string{"pub": allowToken, "sub": subPassword},
+		ACL:   "user pub\ntopic write allowed/#\ntopic write lonely/#\n\nuser sub\ntopic read allowed/#\n",
+		Extra: "message_size_limit 1000\nmax_packet_size 4000\n",
+	})
+}
+
+// mosquittoNode starts a mosquitto for the failover tests, with the publisher "pub"
+// (password pubPassword) and the subscriber "sub" (password subPassword), no ACL, a
+// Receive Maximum of 1000, and no limit on the messages it queues for a slow subscriber:
+// with mosquitto's default (max_queued_messages 1000) a subscriber that falls behind
+// loses messages that the publisher saw acknowledged, which would be mosquitto's loss,
+// not the client's.
+func mosquittoNode(t *testing.T, pubPassword string) *mosquittotest.Broker {
+	t.Helper()
+	return mosquittotest.Start(t, mosquittotest.Config{
+		Users:       map[string]string{"pub": pubPassword, "sub": subPassword},
+		MaxInflight: 1000,
+		Extra:       "max_queued_messages 0\n",
+	})
+}
+
+// newFaultProxy starts a fault proxy in front of target ("host:port"), closed when the
+// test ends.
+func newFaultProxy(t *testing.T, target string) *faultproxy.Proxy {
+	t.Helper()
+	p, err := faultproxy.New(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+// hostPort strips the scheme and the path of a server address: "tcp://h:p" and
+// "ws://h:p/mqtt" give "h:p".
+func hostPort(addr string) string {
+	_, hp, _ := strings.Cut(addr, "://")
+	hp, _, _ = strings.Cut(hp, "/")
+	return hp
+}
+
+// receivedUntilMarker reads sub until a message with payload marker arrives, and returns
+// the payloads before it. A marker published on the same connection after the messages
+// under test arrives after them: the broker routes one connection's publishes in order.
+func receivedUntilMarker(t *testing.T, sub *mdtest.Subscription, marker string) map[string]int {
+	t.Helper()
+	got := map[string]int{}
+	timeout := time.NewTimer(20 * time.Second)
+	defer timeout.Stop()
+	for {
+		select {
+		case m := <-sub.Messages():
+			if string(m.Payload) == marker {
+				return got
+			}
+			got[string(m.Payload)]++
+		case <-timeout.C:
+			t.Fatalf("the marker never arrived (%d messages before)", len(got))
+			return nil
+		}
+	}
+}
+
+// Clients.
 
 // newClient returns a client connected to servers, closed when the test ends.
 func newClient(t *testing.T, token string, servers []string, opts ...mdclient.Option) *mdclient.Client {
@@ -89,177 +176,6 @@ func ctxTimeout(t *testing.T, d time.Duration) context.Context {
 func transports(t *testing.T, ws, tcp string, f func(t *testing.T, addr string)) {
 	t.Run("ws", func(t *testing.T) { f(t, ws) })
 	t.Run("tcp", func(t *testing.T) { f(t, tcp) })
-}
-
-func wantStatus(t *testing.T, st mdclient.Status, err error, want mdclient.Status, sentinel error) {
-	t.Helper()
-	if st != want {
-		t.Fatalf("status %s (err %v), want %s", st, err, want)
-	}
-	if sentinel == nil {
-		if err != nil {
-			t.Fatalf("status %s with error %v", st, err)
-		}
-		return
-	}
-	if !errors.Is(err, sentinel) {
-		t.Fatalf("error %v does not wrap %v", err, sentinel)
-	}
-}
-
-const subPassword = "sub-secret"
-
-// startMosquitto starts Debian's mosquitto with the publisher "pub" (password allowToken)
-// allowed to write allowed/# and lonely/# only, and the subscriber "sub" reading allowed/#.
-// Payloads above 1000 bytes are refused with a PUBACK failure code, packets above 4000
-// bytes by the announced Maximum Packet Size.
-func startMosquitto(t *testing.T) *mosquittotest.Broker {
-	return mosquittotest.Start(t, mosquittotest.Config{
-		Users: map[string]string{"pub": allowToken, "sub": subPassword},
-		ACL:   "user pub\ntopic write allowed/#\ntopic write lonely/#\n\nuser sub\ntopic read allowed/#\n",
-		Extra: "message_size_limit 1000\nmax_packet_size 4000\n",
-	})
-}
-
-// receivedUntilMarker reads sub until a message with payload marker arrives, and returns
-// the payloads before it. A marker published on the same connection after the messages
-// under test arrives after them: the broker routes one connection's publishes in order.
-func receivedUntilMarker(t *testing.T, sub *mdtest.Subscription, marker string) map[string]int {
-	t.Helper()
-	got := map[string]int{}
-	timeout := time.NewTimer(20 * time.Second)
-	defer timeout.Stop()
-	for {
-		select {
-		case m := <-sub.Messages():
-			if string(m.Payload) == marker {
-				return got
-			}
-			got[string(m.Payload)]++
-		case <-timeout.C:
-			t.Fatalf("the marker never arrived (%d messages before)", len(got))
-			return nil
-		}
-	}
-}
-
-// nextEvent reads c's events until one of type typ for server arrives (any server when
-// server is ""), and returns it with the time it was read; false after d. seen lists the
-// other events read meanwhile.
-func nextEvent(c *mdclient.Client, typ mdclient.Status, server string, d time.Duration) (ev mdclient.Event, at time.Time, seen []string, ok bool) {
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	for {
-		select {
-		case ev, open := <-c.Events():
-			if !open {
-				return ev, time.Time{}, append(seen, "(closed)"), false
-			}
-			if ev.Type == typ && (server == "" || ev.Server == server) {
-				return ev, time.Now(), seen, true
-			}
-			seen = append(seen, fmt.Sprintf("%s %s %v", ev.Type, ev.Server, ev.Err))
-		case <-timer.C:
-			return mdclient.Event{}, time.Time{}, seen, false
-		}
-	}
-}
-
-// awaitEvent is nextEvent that fails the test when no such event comes within d.
-func awaitEvent(t *testing.T, c *mdclient.Client, typ mdclient.Status, server string, d time.Duration) (mdclient.Event, time.Time) {
-	t.Helper()
-	ev, at, seen, ok := nextEvent(c, typ, server, d)
-	if !ok {
-		t.Fatalf("no %s for %q within %v; seen %v", typ, server, d, seen)
-	}
-	return ev, at
-}
-
-// hostPort strips the scheme and the path of a server address: "tcp://h:p" and
-// "ws://h:p/mqtt" give "h:p".
-func hostPort(addr string) string {
-	_, hp, _ := strings.Cut(addr, "://")
-	hp, _, _ = strings.Cut(hp, "/")
-	return hp
-}
-
-func newFaultProxy(t *testing.T, target string) *faultproxy.Proxy {
-	t.Helper()
-	p, err := faultproxy.New(target)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Close() })
-	return p
-}
-
-// collect reads n results from ch, failing the test after d, and checks that every
-// closure "0".."n-1" comes exactly once. pre are results of the n already taken from ch.
-func collect(t *testing.T, ch <-chan mdclient.PublishResult, n int, d time.Duration, pre ...mdclient.PublishResult) []mdclient.PublishResult {
-	t.Helper()
-	out := make([]mdclient.PublishResult, n)
-	collectEach(t, ch, n, d, func(i int, r mdclient.PublishResult) { out[i] = r }, pre...)
-	return out
-}
-
-// collectEach is collect that hands each result to each, with its closure's number.
-func collectEach(t *testing.T, ch <-chan mdclient.PublishResult, n int, d time.Duration, each func(int, mdclient.PublishResult), pre ...mdclient.PublishResult) {
-	t.Helper()
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	seen := make([]*mdclient.PublishResult, n)
-	for k := range n {
-		var r mdclient.PublishResult
-		if k < len(pre) {
-			r = pre[k]
-		} else {
-			select {
-			case r = <-ch:
-			case <-timer.C:
-				t.Fatalf("%d of %d results missing after %v", n-k, n, d)
-			}
-		}
-		var i int
-		if _, err := fmt.Sscan(r.Closure, &i); err != nil || i < 0 || i >= n {
-			t.Fatalf("result with unknown closure %q: %+v", r.Closure, r)
-		}
-		if seen[i] != nil {
-			t.Fatalf("two results for closure %d: %+v and %+v", i, *seen[i], r)
-		}
-		seen[i] = &r
-		each(i, r)
-	}
-}
-
-// noMore checks that no result beyond those expected is waiting on ch.
-func noMore(t *testing.T, ch <-chan mdclient.PublishResult) {
-	t.Helper()
-	select {
-	case r := <-ch:
-		t.Fatalf("a result beyond the requests: %+v", r)
-	default:
-	}
-}
-
-func acknowledged(st mdclient.Status) bool {
-	return st == mdclient.NotifyPublishOK || st == mdclient.NotifyPublishNoSubscriber
-}
-
-// streamUntilClosed publishes n messages of size bytes to subject on c from a goroutine,
-// all with results on the returned channel, and returns a channel closed when the
-// producer is done.
-func streamUntilClosed(c *mdclient.Client, n, size int, subject string) (chan mdclient.PublishResult, chan struct{}) {
-	results := make(chan mdclient.PublishResult, n)
-	done := make(chan struct{})
-	content := make([]byte, size) // shared and never modified, as the contract allows
-	go func() {
-		defer close(done)
-		for i := range n {
-			c.PublishAsync(context.Background(), mdclient.PublishRequest{Result: results,
-				Message: mdclient.Message{Subject: subject, Content: content, Closure: fmt.Sprint(i)}})
-		}
-	}()
-	return results, done
 }
 
 // closeWithin closes c and reports how long Close took. If Close has not returned after
@@ -328,18 +244,128 @@ func untilPinged(ping <-chan struct{}, d time.Duration, cond func() bool) bool {
 	return true
 }
 
-// mosquittoNode starts a mosquitto with the publisher "pub" (password pubPassword) and the
-// subscriber "sub" (password subPassword), no ACL, a Receive Maximum of 1000, and no limit
-// on the messages it queues for a slow subscriber: with mosquitto's default
-// (max_queued_messages 1000) a subscriber that falls behind loses messages that the
-// publisher saw acknowledged, which would be mosquitto's loss, not the client's.
-func mosquittoNode(t *testing.T, pubPassword string) *mosquittotest.Broker {
+// Outcomes and events.
+
+// wantStatus fails the test unless a call ended with status want and an error that wraps
+// sentinel (nil: no error).
+func wantStatus(t *testing.T, st mdclient.Status, err error, want mdclient.Status, sentinel error) {
 	t.Helper()
-	return mosquittotest.Start(t, mosquittotest.Config{
-		Users:       map[string]string{"pub": pubPassword, "sub": subPassword},
-		MaxInflight: 1000,
-		Extra:       "max_queued_messages 0\n",
-	})
+	if st != want {
+		t.Fatalf("status %s (err %v), want %s", st, err, want)
+	}
+	if sentinel == nil {
+		if err != nil {
+			t.Fatalf("status %s with error %v", st, err)
+		}
+		return
+	}
+	if !errors.Is(err, sentinel) {
+		t.Fatalf("error %v does not wrap %v", err, sentinel)
+	}
+}
+
+// acknowledged reports whether a server acknowledged the message: OK or NO_SUBSCRIBER.
+func acknowledged(st mdclient.Status) bool {
+	return st == mdclient.NotifyPublishOK || st == mdclient.NotifyPublishNoSubscriber
+}
+
+// nextEvent reads c's events until one of type typ for server arrives (any server when
+// server is ""), and returns it with the time it was read; false after d. seen lists the
+// other events read meanwhile.
+func nextEvent(c *mdclient.Client, typ mdclient.Status, server string, d time.Duration) (ev mdclient.Event, at time.Time, seen []string, ok bool) {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for {
+		select {
+		case ev, open := <-c.Events():
+			if !open {
+				return ev, time.Time{}, append(seen, "(closed)"), false
+			}
+			if ev.Type == typ && (server == "" || ev.Server == server) {
+				return ev, time.Now(), seen, true
+			}
+			seen = append(seen, fmt.Sprintf("%s %s %v", ev.Type, ev.Server, ev.Err))
+		case <-timer.C:
+			return mdclient.Event{}, time.Time{}, seen, false
+		}
+	}
+}
+
+// awaitEvent is nextEvent that fails the test when no such event comes within d.
+func awaitEvent(t *testing.T, c *mdclient.Client, typ mdclient.Status, server string, d time.Duration) (mdclient.Event, time.Time) {
+	t.Helper()
+	ev, at, seen, ok := nextEvent(c, typ, server, d)
+	if !ok {
+		t.Fatalf("no %s for %q within %v; seen %v", typ, server, d, seen)
+	}
+	return ev, at
+}
+
+// Results.
+
+// collect reads n results from ch, failing the test after d, and checks that every
+// closure "0".."n-1" comes exactly once. pre are results of the n already taken from ch.
+func collect(t *testing.T, ch <-chan mdclient.PublishResult, n int, d time.Duration, pre ...mdclient.PublishResult) []mdclient.PublishResult {
+	t.Helper()
+	out := make([]mdclient.PublishResult, n)
+	collectEach(t, ch, n, d, func(i int, r mdclient.PublishResult) { out[i] = r }, pre...)
+	return out
+}
+
+// collectEach is collect that hands each result to each, with its closure's number.
+func collectEach(t *testing.T, ch <-chan mdclient.PublishResult, n int, d time.Duration, each func(int, mdclient.PublishResult), pre ...mdclient.PublishResult) {
+	t.Helper()
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	seen := make([]*mdclient.PublishResult, n)
+	for k := range n {
+		var r mdclient.PublishResult
+		if k < len(pre) {
+			r = pre[k]
+		} else {
+			select {
+			case r = <-ch:
+			case <-timer.C:
+				t.Fatalf("%d of %d results missing after %v", n-k, n, d)
+			}
+		}
+		var i int
+		if _, err := fmt.Sscan(r.Closure, &i); err != nil || i < 0 || i >= n {
+			t.Fatalf("result with unknown closure %q: %+v", r.Closure, r)
+		}
+		if seen[i] != nil {
+			t.Fatalf("two results for closure %d: %+v and %+v", i, *seen[i], r)
+		}
+		seen[i] = &r
+		each(i, r)
+	}
+}
+
+// noMore checks that no result beyond those expected is waiting on ch.
+func noMore(t *testing.T, ch <-chan mdclient.PublishResult) {
+	t.Helper()
+	select {
+	case r := <-ch:
+		t.Fatalf("a result beyond the requests: %+v", r)
+	default:
+	}
+}
+
+// streamUntilClosed publishes n messages of size bytes to subject on c from a goroutine,
+// all with results on the returned channel, and returns a channel closed when the
+// producer is done.
+func streamUntilClosed(c *mdclient.Client, n, size int, subject string) (chan mdclient.PublishResult, chan struct{}) {
+	results := make(chan mdclient.PublishResult, n)
+	done := make(chan struct{})
+	content := make([]byte, size) // shared and never modified, as the contract allows
+	go func() {
+		defer close(done)
+		for i := range n {
+			c.PublishAsync(context.Background(), mdclient.PublishRequest{Result: results,
+				Message: mdclient.Message{Subject: subject, Content: content, Closure: fmt.Sprint(i)}})
+		}
+	}()
+	return results, done
 }
 
 // stream publishes messages 0, 1, ... at a steady rate, each with its number as a 4-byte
@@ -415,6 +441,8 @@ func (s *stream) Pause() (resume func(), ok bool) {
 		return func() {}, false
 	}
 }
+
+// The ledger.
 
 // ledger records every request a test makes (each under a unique Closure), every result
 // that comes back and every message a subscriber receives, and checks the contract's
@@ -1101,6 +1129,8 @@ func sortedKeys[V any](m map[string]V) []string {
 	sort.Strings(keys)
 	return keys
 }
+
+// The log recorder.
 
 // logRecorder is a slog.Handler that keeps every record at every level, for tests that
 // look at what the client logged. Handlers made by WithAttrs and WithGroup share the
