@@ -202,6 +202,7 @@ func testEjabberdFailover(t *testing.T, cl *ejabberdtest.Cluster, servers []stri
 		}
 	}
 
+	led := newLedger("ejabberd-failover", topic) // for exactly-once; the subscribers are checked below
 	results := make(chan mdclient.PublishResult, window)
 	slots := make(chan struct{}, window)
 	stop := make(chan struct{})
@@ -216,16 +217,12 @@ func testEjabberdFailover(t *testing.T, cl *ejabberdtest.Cluster, servers []stri
 				return
 			}
 			s := strconv.Itoa(i)
-			c.PublishAsync(ctx, mdclient.PublishRequest{
-				Message: mdclient.Message{Subject: topic, Content: []byte(s), Closure: s}, Result: results})
+			m := mdclient.Message{Subject: topic, Content: []byte(s), Closure: s}
+			e := led.add(&m, ledgerRequest{how: "PublishAsync", ch: results})
+			led.returned(e, c.PublishAsync(ctx, mdclient.PublishRequest{Message: m, Result: results}))
 		}
 	}()
 
-	type outcome struct {
-		res mdclient.PublishResult
-		at  time.Time
-	}
-	got := make([]*outcome, total)
 	type killed struct {
 		at  time.Time // when SIGKILL was sent
 		err error
@@ -236,14 +233,10 @@ func testEjabberdFailover(t *testing.T, cl *ejabberdtest.Cluster, servers []stri
 		select {
 		case r := <-results:
 			<-slots
-			i, err := strconv.Atoi(r.Closure)
-			if err != nil || i < 0 || i >= total {
-				t.Fatalf("a result with unknown closure %q", r.Closure)
+			led.result("results", results, r)
+			if v, bad := led.firstProblem(); bad {
+				t.Fatal(v)
 			}
-			if got[i] != nil {
-				t.Fatalf("two results for message %d: %+v and %+v", i, got[i].res, r)
-			}
-			got[i] = &outcome{r, time.Now()}
 			if n+1 == killAfter {
 				go func() {
 					at, err := used.Kill()
@@ -261,7 +254,16 @@ func testEjabberdFailover(t *testing.T, cl *ejabberdtest.Cluster, servers []stri
 	}
 	killAt := k.at
 
-	// Outcomes, and when publishing resumed on a survivor.
+	// Outcomes, and when publishing resumed on a survivor. Every request has exactly one
+	// result: a second one, or one for no request, failed the test above.
+	type outcome struct {
+		res mdclient.PublishResult
+		at  time.Time
+	}
+	got := make([]outcome, total)
+	for i := range got {
+		got[i].res, got[i].at, _ = led.first(strconv.Itoa(i))
+	}
 	usedAddr := ejAddr(used)
 	ok := map[string]bool{}
 	counts := map[mdclient.Status]int{}
@@ -379,11 +381,7 @@ func testEjabberdFailover(t *testing.T, cl *ejabberdtest.Cluster, servers []stri
 	if err := c.Close(); err != nil {
 		t.Errorf("Close: %v", err)
 	}
-	select {
-	case r := <-results:
-		t.Errorf("a result beyond the %d requests: %+v", total, r)
-	default:
-	}
+	noMore(t, results)
 
 	// A client pointed at the restarted node alone publishes through it, and the message
 	// reaches the subscribers on the other nodes: the node is back in the cluster.

@@ -8,7 +8,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -20,7 +19,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -129,8 +127,8 @@ func unreadBytes(port int) (int, error) {
 	return total, nil
 }
 
-// publishLen is the size of an MQTT 5 QoS 1 PUBLISH without properties. The client
-// may send less: a repeated topic goes as a topic alias (an empty topic and 3 bytes of
+// publishLen is the size of an MQTT 5 QoS 1 PUBLISH without properties. The client may
+// send less: a repeated topic goes as a topic alias (an empty topic and 3 bytes of
 // property) where the server allows aliases; aliasedLen is that size.
 func publishLen(topic string, payload int) int {
 	rem := 2 + len(topic) + 2 + 1 + payload
@@ -144,103 +142,11 @@ func publishLen(topic string, payload int) int {
 // aliasedLen is the size of an MQTT 5 QoS 1 PUBLISH that names its topic by alias.
 func aliasedLen(payload int) int { return publishLen("", payload) + 3 }
 
-// foSeen collects what the mosquitto_sub subscribers of a test received: message ids
-// (the payload, 4 bytes big-endian) per node.
-type foSeen struct {
-	mu      sync.Mutex
-	byNode  [][]bool // [node][id]
-	count   []int    // [id] receipts over all nodes, duplicates included
-	nodeN   []int    // distinct ids per node
-	all     int      // distinct ids over all nodes
-	bad     []string // payloads that were no id of this test
-	changed chan struct{}
-}
-
-func newFoSeen(nodes, n int) *foSeen {
-	s := &foSeen{byNode: make([][]bool, nodes), count: make([]int, n), nodeN: make([]int, nodes), changed: make(chan struct{}, 1)}
-	for i := range s.byNode {
-		s.byNode[i] = make([]bool, n)
-	}
-	return s
-}
-
-// drain records every message of sub as received on node, until sub is closed.
-func (s *foSeen) drain(node int, sub *mosquittotest.Sub) {
-	for m := range sub.Messages() {
-		s.record(node, m.Payload, m.Topic)
-	}
-}
-
-// record notes a message received on node.
-func (s *foSeen) record(node int, payload []byte, topic string) {
-	s.mu.Lock()
-	if len(payload) == 4 && int(binary.BigEndian.Uint32(payload)) < len(s.count) {
-		id := binary.BigEndian.Uint32(payload)
-		if s.count[id] == 0 {
-			s.all++
-		}
-		s.count[id]++
-		if !s.byNode[node][id] {
-			s.byNode[node][id] = true
-			s.nodeN[node]++
-		}
-	} else if len(s.bad) < 10 {
-		s.bad = append(s.bad, fmt.Sprintf("%q on %q", payload, topic))
-	}
-	s.mu.Unlock()
-	select {
-	case s.changed <- struct{}{}:
-	default:
-	}
-}
-
-func (s *foSeen) distinctAll() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.all
-}
-
-func (s *foSeen) distinct(node int) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.nodeN[node]
-}
-
-// missing returns the ids in want that no subscriber received.
-func (s *foSeen) missing(want []int) []int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []int
-	for _, id := range want {
-		if s.count[id] == 0 {
-			out = append(out, id)
-		}
-	}
-	return out
-}
-
-// waitAll waits until every id in want was received by some subscriber, or until d has
-// passed, and returns the ids still missing.
-func (s *foSeen) waitAll(want []int, d time.Duration) []int {
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	for {
-		miss := s.missing(want)
-		if len(miss) == 0 {
-			return nil
-		}
-		select {
-		case <-s.changed:
-		case <-timer.C:
-			return s.missing(want)
-		}
-	}
-}
-
 // TestFailoverKill: three mosquitto nodes, a steady stream of QoSGuaranteed publishes, and
 // the node in use is killed (SIGKILL) mid-stream. Every request gets exactly one result,
-// every message reported OK reached a subscriber, publishing resumes on another node
-// within a second, Events reports the change, and the messages in flight were resent.
+// every message reported OK reached a subscriber (the ledger checks both), publishing
+// resumes on another node within a second, Events reports the change, and the messages
+// in flight were resent.
 //
 // Just before the kill, two things make the outcome depend on the client alone:
 //   - the stream pauses for a moment until the node's subscriber has received every
@@ -257,30 +163,26 @@ func TestFailoverKill(t *testing.T) {
 		rate      = 6000 // publishes per second: well within what one mosquitto_sub can print
 		killAfter = 6000 // OK results before the kill
 		topic     = "failover/stream"
+		prefix    = "fo-"
 	)
 	nodes := []*mosquittotest.Broker{mosquittoNode(t, allowToken), mosquittoNode(t, allowToken), mosquittoNode(t, allowToken)}
 	servers := []string{nodes[0].WSAddr(), nodes[1].TCPAddr(), nodes[2].WSAddr()}
 	index := map[string]int{}
+	led := newLedger("failover-kill", "failover/")
+	subName := func(i int) string { return "sub-" + strconv.Itoa(i) }
 	for i, s := range servers {
 		index[s] = i
-	}
-
-	seen := newFoSeen(len(nodes), n)
-	var drains sync.WaitGroup
-	t.Cleanup(drains.Wait) // runs after the subscribers' own cleanups have closed them
-	for i, b := range nodes {
-		sub := b.Subscribe(t, "sub", subPassword, "failover/#")
-		drains.Add(1)
-		go func() {
-			defer drains.Done()
-			seen.drain(i, sub)
-		}()
+		// The nodes are not bridged: a message reaches the subscriber of the node that
+		// acknowledged it, or none.
+		led.server(s, strconv.Itoa(i))
+		led.subscriber(subName(i), strconv.Itoa(i))
+		led.watchMosquitto(t, subName(i), nodes[i], "failover/#")
 	}
 
 	c := newClient(t, allowToken, servers, mdclient.WithUsername("pub"))
 	ctx := ctxTimeout(t, 90*time.Second)
 	results := make(chan mdclient.PublishResult, 4096)
-	stream := startStream(t, c, ctx, topic, "fo-", rate, n, 0, results)
+	stream := startStream(t, c, ctx, led, topic, prefix, rate, n, 0, results)
 
 	const (
 		streaming = iota
@@ -290,11 +192,9 @@ func TestFailoverKill(t *testing.T) {
 	)
 	var (
 		phase        = streaming
-		got          = make([]uint8, n)
-		server       = make([]string, n)
 		status       = map[mdclient.Status]int{}
 		okFrom       = map[string]int{}
-		okIDs        []int
+		okCount      int
 		received     int
 		events       []timedEvent
 		victim       = -1
@@ -311,7 +211,9 @@ func TestFailoverKill(t *testing.T) {
 		lastServer   string
 		failures     []string
 	)
-	inflightMin := 50 * aliasedLen(4)
+	// At least 50 publishes in flight: the payloads name their request, and none is
+	// longer than the last one's.
+	inflightMin := 50 * aliasedLen(len(led.payload(prefix+strconv.Itoa(n-1), 0)))
 	poll := time.NewTicker(time.Millisecond)
 	defer poll.Stop()
 	// Generous bounds: on a loaded machine mosquitto_sub falls seconds behind the stream.
@@ -322,15 +224,10 @@ func TestFailoverKill(t *testing.T) {
 		select {
 		case r := <-results:
 			received++
-			id, err := strconv.Atoi(strings.TrimPrefix(r.Closure, "fo-"))
-			if err != nil || id < 0 || id >= n || !strings.HasPrefix(r.Closure, "fo-") {
-				t.Fatalf("result with unknown closure %q: %+v", r.Closure, r)
+			led.result("results", results, r)
+			if v, bad := led.firstProblem(); bad {
+				t.Fatal(v)
 			}
-			got[id]++
-			if got[id] > 1 {
-				t.Fatalf("closure %s: a second result %+v (first from %s)", r.Closure, r, server[id])
-			}
-			server[id] = r.Server
 			status[r.Status]++
 			if r.Status != mdclient.NotifyPublishOK {
 				if len(failures) < 10 {
@@ -342,7 +239,7 @@ func TestFailoverKill(t *testing.T) {
 				t.Fatalf("closure %s: OK from unknown server %q", r.Closure, r.Server)
 			}
 			okFrom[r.Server]++
-			okIDs = append(okIDs, id)
+			okCount++
 			lastServer = r.Server
 			if phase == killed && resumedAt.IsZero() && r.Server != servers[victim] {
 				resumedAt, resumedOn = time.Now(), r.Server
@@ -356,7 +253,7 @@ func TestFailoverKill(t *testing.T) {
 
 		switch phase {
 		case streaming:
-			if len(okIDs) >= killAfter {
+			if okCount >= killAfter {
 				var ok bool
 				if resume, ok = stream.Pause(); !ok {
 					t.Fatal("the stream ended before the kill")
@@ -366,11 +263,11 @@ func TestFailoverKill(t *testing.T) {
 			}
 		case catchingUp:
 			// Everything sent so far went to the victim, the only node used yet.
-			caughtUp = seen.distinct(victim) >= int(stream.sent.Load())
+			caughtUp = led.distinct(subName(victim)) >= int(stream.sent.Load())
 			if caughtUp || time.Now().After(phaseEnd) {
 				if !caughtUp {
 					t.Logf("the subscriber of %s has %d of the %d messages sent after %v (OK from it: %d); freezing it anyway",
-						servers[victim], seen.distinct(victim), stream.sent.Load(), catchUpWithin, okFrom[servers[victim]])
+						servers[victim], led.distinct(subName(victim)), stream.sent.Load(), catchUpWithin, okFrom[servers[victim]])
 				}
 				nodes[victim].Stop()
 				stopAt = time.Now()
@@ -404,7 +301,7 @@ func TestFailoverKill(t *testing.T) {
 		}
 	}
 	if phase != killed {
-		t.Fatalf("the stream ended before the kill (phase %d, %d OK)", phase, len(okIDs))
+		t.Fatalf("the stream ended before the kill (phase %d, %d OK)", phase, okCount)
 	}
 	killedAddr := servers[victim]
 	t.Logf("killed %s after %d OK: stream paused %v (subscriber caught up: %v), node frozen %v with %d bytes unread; resumed on %s after %v",
@@ -412,12 +309,8 @@ func TestFailoverKill(t *testing.T) {
 		resumedOn, resumedAt.Sub(killAt).Round(time.Millisecond))
 	t.Logf("statuses %v; OK per server %v", status, okFrom)
 
-	// Exactly one result each: a second one failed above; none missing.
-	for id, k := range got {
-		if k != 1 {
-			t.Fatalf("closure fo-%d: %d results", id, k)
-		}
-	}
+	// Exactly one result each: a second one failed above, and n came in (check, below,
+	// reports any request without one).
 	if status[mdclient.NotifyPublishOK] != n {
 		t.Errorf("%d of %d OK, statuses %v; first others:\n  %s", status[mdclient.NotifyPublishOK], n, status, strings.Join(failures, "\n  "))
 	}
@@ -456,34 +349,17 @@ func TestFailoverKill(t *testing.T) {
 		t.Errorf("no message resent after the kill (Stats.Resent %d when the node was frozen, %d now)", resentAtStop, c.Stats().Resent)
 	}
 
-	// Zero acknowledged loss: every message reported OK reached some subscriber.
-	if miss := seen.waitAll(okIDs, 40*time.Second); len(miss) > 0 {
-		var b strings.Builder
-		for _, id := range miss[:min(len(miss), 10)] {
-			fmt.Fprintf(&b, "  fo-%d acknowledged by %s\n", id, server[id])
-		}
-		t.Errorf("%d messages reported OK reached no subscriber (subscriber of the killed node caught up before the freeze: %v); first:\n%s",
-			len(miss), caughtUp, b.String())
+	// Zero acknowledged loss: every message reported OK reached the subscriber of the node
+	// that acknowledged it. And no FAILED message reached one, nor a stranger's.
+	if miss := led.awaitReceived(40 * time.Second); miss > 0 {
+		t.Logf("%d messages reported OK still unreceived after 40 s (subscriber of the killed node caught up before the freeze: %v)", miss, caughtUp)
 	}
-	seen.mu.Lock()
-	dups := 0
-	for _, k := range seen.count {
-		if k > 1 {
-			dups++
-		}
+	failViolations(t, "", led.check())
+	if strays := led.counts().Strays; strays > 0 {
+		t.Errorf("subscribers received %d messages that are none of ours", strays)
 	}
-	bad := seen.bad
-	seen.mu.Unlock()
-	if len(bad) > 0 {
-		t.Errorf("subscribers received messages that are none of ours: %v", bad)
-	}
-	t.Logf("resent %d; %d messages received twice (resends of messages the killed node had routed)", resent, dups)
-
-	select {
-	case r := <-results:
-		t.Errorf("a result beyond the %d requests: %+v", n, r)
-	default:
-	}
+	t.Logf("resent %d; %d messages received twice (resends of messages the killed node had routed)", resent, led.receivedTwice())
+	noMore(t, results)
 }
 
 // TestAllServersDown: every node of the cluster dies, then one comes back. Requests wait,
@@ -504,36 +380,6 @@ func TestAllServersDown(t *testing.T) {
 	// the whole cluster: the live connection is kept until it fails.
 	c := newClient(t, allowToken, servers[:1], mdclient.WithUsername("pub"),
 		mdclient.WithReconnectTimeInterval(20*time.Millisecond), mdclient.WithReconnectMaxDelay(100*time.Millisecond))
-	var events []timedEvent
-	nextEvent := func(d time.Duration, match func(mdclient.Event) bool) bool {
-		timer := time.NewTimer(d)
-		defer timer.Stop()
-		for {
-			select {
-			case ev := <-c.Events():
-				events = append(events, timedEvent{ev, time.Now()})
-				if match(ev) {
-					return true
-				}
-			case <-timer.C:
-				return false
-			}
-		}
-	}
-	// Collects n results from ch within d, and checks each.
-	collect := func(name string, ch <-chan mdclient.PublishResult, n int, d time.Duration, check func(mdclient.PublishResult, time.Time)) {
-		t.Helper()
-		timer := time.NewTimer(d)
-		defer timer.Stop()
-		for i := range n {
-			select {
-			case r := <-ch:
-				check(r, time.Now())
-			case <-timer.C:
-				t.Fatalf("%s: %d of %d results within %v", name, i, n, d)
-			}
-		}
-	}
 
 	first := <-c.PublishAsync(ctxTimeout(t, 10*time.Second), mdclient.PublishRequest{Message: mdclient.Message{Subject: "alldown/first"}})
 	wantStatus(t, first.Status, first.Err, mdclient.NotifyPublishNoSubscriber, mdclient.ErrNoSubscriber)
@@ -544,31 +390,34 @@ func TestAllServersDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	cur, other := 0, 1
+	// publish makes n requests (closures "0".."n-1", payloads group and i) with results on
+	// a channel of their own.
+	publish := func(ctx context.Context, n int, group byte, subject func(i int) string, retained bool) chan mdclient.PublishResult {
+		ch := make(chan mdclient.PublishResult, n)
+		for i := range n {
+			c.PublishAsync(ctx, mdclient.PublishRequest{Result: ch, Message: mdclient.Message{
+				Subject: subject(i), Content: []byte{group, 0, 0, byte(i)}, Closure: strconv.Itoa(i), Retained: retained}})
+		}
+		return ch
+	}
 
 	// Freeze it and write messages to it that it will never acknowledge.
 	nodes[cur].Stop()
 	writtenBy := time.Now().Add(2 * time.Second)
 	wctx, wcancel := context.WithDeadline(context.Background(), writtenBy)
 	defer wcancel()
-	written := make(chan mdclient.PublishResult, nWritten)
-	for i := range nWritten {
-		c.PublishAsync(wctx, mdclient.PublishRequest{Result: written, Message: mdclient.Message{
-			Subject: "alldown/written", Content: []byte{0, 0, 0, byte(i)}, Closure: "w" + strconv.Itoa(i)}})
-	}
+	written := publish(wctx, nWritten, 0, func(int) string { return "alldown/written" }, false)
 	want := nWritten * aliasedLen(4)
-	for poll := time.NewTicker(2 * time.Millisecond); ; {
-		u, err := unreadBytes(serverPort(t, servers[cur]))
-		if err != nil {
-			t.Fatalf("reading the socket queues: %v", err)
-		}
-		if u >= want {
-			poll.Stop()
-			break
-		}
-		if time.Until(writtenBy) < time.Second {
-			t.Fatalf("only %d of ≥ %d bytes written to the frozen node before the deadline", u, want)
-		}
-		<-poll.C
+	var u int
+	var uerr error
+	if !eventually(time.Until(writtenBy)-time.Second, func() bool {
+		u, uerr = unreadBytes(serverPort(t, servers[cur]))
+		return uerr != nil || u >= want
+	}) {
+		t.Fatalf("only %d of ≥ %d bytes written to the frozen node before the deadline", u, want)
+	}
+	if uerr != nil {
+		t.Fatalf("reading the socket queues: %v", uerr)
 	}
 
 	// Kill every node, the one in use last so that the client cannot fail over.
@@ -577,44 +426,33 @@ func TestAllServersDown(t *testing.T) {
 	nodes[cur].Kill()
 	// The client notices: the lost connection and the failed attempt on the other node.
 	for _, s := range []string{servers[cur], servers[other]} {
-		if !nextEvent(5*time.Second, func(ev mdclient.Event) bool { return ev.Type == mdclient.NotifyServerDown && ev.Server == s }) {
-			t.Fatalf("no NOTIFY_SERVER_DOWN for %s; events:\n%s", s, describeEvents(events))
-		}
+		awaitEvent(t, c, mdclient.NotifyServerDown, s, 5*time.Second)
 	}
 
 	// Requests made while no node is up.
 	expiredBy := time.Now().Add(300 * time.Millisecond)
 	ectx, ecancel := context.WithDeadline(context.Background(), expiredBy)
 	defer ecancel()
-	expired := make(chan mdclient.PublishResult, nExpired)
-	for i := range nExpired {
-		c.PublishAsync(ectx, mdclient.PublishRequest{Result: expired, Message: mdclient.Message{
-			Subject: "alldown/expired", Content: []byte{1, 0, 0, byte(i)}, Closure: "e" + strconv.Itoa(i)}})
-	}
+	expired := publish(ectx, nExpired, 1, func(int) string { return "alldown/expired" }, false)
 	// Retained, each on its own topic, so that a subscriber arriving after the restart can
 	// tell that they were published.
-	waiting := make(chan mdclient.PublishResult, nWaiting)
-	wait := ctxTimeout(t, 20*time.Second)
-	for i := range nWaiting {
-		c.PublishAsync(wait, mdclient.PublishRequest{Result: waiting, Message: mdclient.Message{
-			Subject: "alldown/late/" + strconv.Itoa(i), Content: []byte{2, 0, 0, byte(i)}, Closure: "l" + strconv.Itoa(i), Retained: true}})
-	}
+	waiting := publish(ctxTimeout(t, 20*time.Second), nWaiting, 2, func(i int) string { return "alldown/late/" + strconv.Itoa(i) }, true)
 
-	collect("never written", expired, nExpired, 10*time.Second, func(r mdclient.PublishResult, at time.Time) {
-		if at.Before(expiredBy) {
-			t.Errorf("%s: result %v before its context ended", r.Closure, at.Sub(expiredBy))
+	collectEach(t, expired, nExpired, 10*time.Second, func(i int, r mdclient.PublishResult) {
+		if at := time.Now(); at.Before(expiredBy) {
+			t.Errorf("never written %d: result %v before its context ended", i, at.Sub(expiredBy))
 		}
 		if r.Status != mdclient.NotifyPublishFailed || !errors.Is(r.Err, mdclient.ErrFailed) || !errors.Is(r.Err, mdclient.ErrTimeout) ||
 			!errors.Is(r.Err, mdclient.ErrNoServers) || !errors.Is(r.Err, context.DeadlineExceeded) {
-			t.Errorf("%s: %s %v, want NOTIFY_PUBLISH_FAILED wrapping ErrFailed, ErrTimeout, ErrNoServers and context.DeadlineExceeded", r.Closure, r.Status, r.Err)
+			t.Errorf("never written %d: %s %v, want NOTIFY_PUBLISH_FAILED wrapping ErrFailed, ErrTimeout, ErrNoServers and context.DeadlineExceeded", i, r.Status, r.Err)
 		}
 	})
-	collect("written", written, nWritten, 10*time.Second, func(r mdclient.PublishResult, at time.Time) {
-		if at.Before(writtenBy) {
-			t.Errorf("%s: result %v before its context ended", r.Closure, at.Sub(writtenBy))
+	collectEach(t, written, nWritten, 10*time.Second, func(i int, r mdclient.PublishResult) {
+		if at := time.Now(); at.Before(writtenBy) {
+			t.Errorf("written %d: result %v before its context ended", i, at.Sub(writtenBy))
 		}
 		if r.Status != mdclient.NotifyPublishTimeout || !errors.Is(r.Err, mdclient.ErrTimeout) {
-			t.Errorf("%s: %s %v, want NOTIFY_PUBLISH_TIMEOUT wrapping ErrTimeout", r.Closure, r.Status, r.Err)
+			t.Errorf("written %d: %s %v, want NOTIFY_PUBLISH_TIMEOUT wrapping ErrTimeout", i, r.Status, r.Err)
 		}
 	})
 	// The messages written to the node that died were queued to be sent again.
@@ -630,18 +468,18 @@ func TestAllServersDown(t *testing.T) {
 	}
 	nodes[other].Restart(t)
 	restartedAt := time.Now()
-	collect("waiting", waiting, nWaiting, 10*time.Second, func(r mdclient.PublishResult, at time.Time) {
+	collectEach(t, waiting, nWaiting, 10*time.Second, func(i int, r mdclient.PublishResult) {
 		// Retained and with no subscriber yet: mosquitto stores it and answers 0x10.
 		if r.Status != mdclient.NotifyPublishNoSubscriber && r.Status != mdclient.NotifyPublishOK {
-			t.Errorf("%s: %s %v after the restart, want it published", r.Closure, r.Status, r.Err)
+			t.Errorf("waiting %d: %s %v after the restart, want it published", i, r.Status, r.Err)
 		}
 		if r.Server != servers[other] {
-			t.Errorf("%s: answered by %q, want the restarted %s", r.Closure, r.Server, servers[other])
+			t.Errorf("waiting %d: answered by %q, want the restarted %s", i, r.Server, servers[other])
 		}
 	})
 	t.Logf("waiting requests published %v after the restart", time.Since(restartedAt).Round(time.Millisecond))
-	if !nextEvent(5*time.Second, func(ev mdclient.Event) bool { return ev.Type == mdclient.NotifyServerUp && ev.Server == servers[other] }) {
-		t.Errorf("no NOTIFY_SERVER_UP for the restarted %s; events:\n%s", servers[other], describeEvents(events))
+	if _, _, seen, ok := nextEvent(c, mdclient.NotifyServerUp, servers[other], 5*time.Second); !ok {
+		t.Errorf("no NOTIFY_SERVER_UP for the restarted %s; events: %v", servers[other], seen)
 	}
 	// The restarted node really has them.
 	sub := nodes[other].Subscribe(t, "sub", subPassword, "alldown/late/#")
@@ -655,11 +493,11 @@ func TestAllServersDown(t *testing.T) {
 	}
 }
 
-// reconnectPolicy is the reconnect policy as documented in options.go, to bound what the client
-// may do: attempts in rounds of one per server, the attempts of a round one after another
-// at once; the first round of a quick phase of quick rounds waits quickDelay, then a
-// truncated exponential backoff from interval to maxDelay, every backoff delay drawn from
-// [d/2, d].
+// reconnectPolicy is the reconnect policy as documented in options.go, to bound what the
+// client may do: attempts in rounds of one per server, the attempts of a round one after
+// another at once; the first round of a quick phase of quick rounds waits quickDelay,
+// then a truncated exponential backoff from interval to maxDelay, every backoff delay
+// drawn from [d/2, d].
 type reconnectPolicy struct {
 	quick              int
 	quickDelay         time.Duration
@@ -1034,61 +872,45 @@ func TestKillsInARow(t *testing.T) {
 		node[s] = nodes[i]
 	}
 	c := newClient(t, allowToken, servers, mdclient.WithUsername("pub"))
+	led := newLedger("kills", "kills/")
 	results := make(chan mdclient.PublishResult, 4096)
-	stream := startStream(t, c, ctxTimeout(t, 120*time.Second), topic, "", rate, n, 0, results)
+	stream := startStream(t, c, ctxTimeout(t, 120*time.Second), led, topic, "", rate, n, 0, results)
 
-	// oks follows the results: every OK's server, as it arrives.
+	// The results go to the ledger as they come, and every OK's server to oks.
 	type ok struct {
 		server string
 		at     time.Time
 	}
 	oks := make(chan ok, 4096)
-	statuses := map[mdclient.Status]int{}
-	var seen []bool
-	collected := make(chan struct{})
-	var total atomic.Int64
-	stopCollect := make(chan int64)
-	go func() {
-		defer close(collected)
-		want := int64(-1)
-		for want < 0 || total.Load() < want {
+	stopReading := led.read("results", results, func(r mdclient.PublishResult) {
+		if acknowledged(r.Status) { // no subscriber here: NO_SUBSCRIBER
 			select {
-			case r := <-results:
-				total.Add(1)
-				statuses[r.Status]++
-				i, _ := strconv.Atoi(r.Closure)
-				for len(seen) <= i {
-					seen = append(seen, false)
-				}
-				if seen[i] {
-					t.Errorf("two results for %d", i)
-				}
-				seen[i] = true
-				if acknowledged(r.Status) { // no subscriber here: NO_SUBSCRIBER
-					select {
-					case oks <- ok{r.Server, time.Now()}:
-					default: // the test is not watching now
-					}
-				}
-			case want = <-stopCollect:
+			case oks <- ok{r.Server, time.Now()}:
+			default: // the test is not watching now
 			}
 		}
-	}()
+	})
 
-	inUse := func() string { // the server of an OK that came after now
-		since := time.Now()
+	// nextOK returns the next OK that pass accepts, failing the test (saying what was
+	// waited for) when none comes for 10 s.
+	nextOK := func(what string, pass func(ok) bool) ok {
+		t.Helper()
 		timeout := time.NewTimer(10 * time.Second)
 		defer timeout.Stop()
 		for {
 			select {
 			case o := <-oks:
-				if o.at.After(since) {
-					return o.server
+				if pass(o) {
+					return o
 				}
 			case <-timeout.C:
-				t.Fatal("no OK for 10s")
+				t.Fatalf("%s: nothing acknowledged for 10s", what)
 			}
 		}
+	}
+	inUse := func() string { // the server of an OK that came after now
+		since := time.Now()
+		return nextOK("the node in use", func(o ok) bool { return o.at.After(since) }).server
 	}
 	// kill kills the node serving victim and returns the server of the first OK from
 	// another one, failing the test unless it came within a second.
@@ -1096,24 +918,14 @@ func TestKillsInARow(t *testing.T) {
 		t.Helper()
 		node[victim].Kill()
 		killed := time.Now()
-		timeout := time.NewTimer(10 * time.Second)
-		defer timeout.Stop()
-		for {
-			select {
-			case o := <-oks:
-				if o.server == victim {
-					continue // acknowledged before the kill, read after it
-				}
-				if took := o.at.Sub(killed); took > time.Second {
-					t.Errorf("%s: publishing resumed on %s %v after killing %s, want within 1s", step, o.server, took.Round(time.Millisecond), victim)
-				} else {
-					t.Logf("%s: killed %s, resumed on %s after %v", step, victim, o.server, took.Round(time.Millisecond))
-				}
-				return o.server
-			case <-timeout.C:
-				t.Fatalf("%s: nothing acknowledged for 10s after killing %s", step, victim)
-			}
+		// An OK from the victim was acknowledged before the kill and read after it.
+		o := nextOK(step+", after killing "+victim, func(o ok) bool { return o.server != victim })
+		if took := o.at.Sub(killed); took > time.Second {
+			t.Errorf("%s: publishing resumed on %s %v after killing %s, want within 1s", step, o.server, took.Round(time.Millisecond), victim)
+		} else {
+			t.Logf("%s: killed %s, resumed on %s after %v", step, victim, o.server, took.Round(time.Millisecond))
 		}
+		return o.server
 	}
 
 	first := inUse()
@@ -1131,16 +943,15 @@ func TestKillsInARow(t *testing.T) {
 	// Hold the producer, wait for every result, then end the stream (whose end cancels
 	// what is still in flight).
 	resume, _ := stream.Pause()
-	stopCollect <- stream.sent.Load()
-	<-collected
+	missing := led.waitResults(time.Now().Add(30 * time.Second))
+	stopReading()
 	stream.finish()
 	resume()
-	if statuses[mdclient.NotifyPublishNoSubscriber] != int(stream.sent.Load()) {
-		t.Errorf("outcomes %v for %d requests, want all acknowledged (NO_SUBSCRIBER: nobody subscribes)", statuses, stream.sent.Load())
+	if missing > 0 {
+		t.Errorf("%d of %d requests without a result 30 s after the stream was held", missing, stream.sent.Load())
 	}
-	for i, s := range seen {
-		if !s {
-			t.Errorf("no result for %d", i)
-		}
+	failViolations(t, "", led.onceViolations())
+	if statuses := led.counts().Status; statuses[mdclient.NotifyPublishNoSubscriber] != int(stream.sent.Load()) {
+		t.Errorf("outcomes %v for %d requests, want all acknowledged (NO_SUBSCRIBER: nobody subscribes)", statuses, stream.sent.Load())
 	}
 }

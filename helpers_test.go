@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -304,7 +305,8 @@ func awaitEvent(t *testing.T, c *mdclient.Client, typ mdclient.Status, server st
 // Results.
 
 // collect reads n results from ch, failing the test after d, and checks that every
-// closure "0".."n-1" comes exactly once. pre are results of the n already taken from ch.
+// closure "0".."n-1" comes exactly once (with a ledger). pre are results of the n already
+// taken from ch. The result of closure i is at index i.
 func collect(t *testing.T, ch <-chan mdclient.PublishResult, n int, d time.Duration, pre ...mdclient.PublishResult) []mdclient.PublishResult {
 	t.Helper()
 	out := make([]mdclient.PublishResult, n)
@@ -312,33 +314,13 @@ func collect(t *testing.T, ch <-chan mdclient.PublishResult, n int, d time.Durat
 	return out
 }
 
-// collectEach is collect that hands each result to each, with its closure's number.
+// collectEach is collect that hands each result to each, with its closure's number, as
+// it comes.
 func collectEach(t *testing.T, ch <-chan mdclient.PublishResult, n int, d time.Duration, each func(int, mdclient.PublishResult), pre ...mdclient.PublishResult) {
 	t.Helper()
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	seen := make([]*mdclient.PublishResult, n)
-	for k := range n {
-		var r mdclient.PublishResult
-		if k < len(pre) {
-			r = pre[k]
-		} else {
-			select {
-			case r = <-ch:
-			case <-timer.C:
-				t.Fatalf("%d of %d results missing after %v", n-k, n, d)
-			}
-		}
-		var i int
-		if _, err := fmt.Sscan(r.Closure, &i); err != nil || i < 0 || i >= n {
-			t.Fatalf("result with unknown closure %q: %+v", r.Closure, r)
-		}
-		if seen[i] != nil {
-			t.Fatalf("two results for closure %d: %+v and %+v", i, *seen[i], r)
-		}
-		seen[i] = &r
-		each(i, r)
-	}
+	led := newLedger(t.Name(), "")
+	led.expect(n)
+	led.take(t, ch, n, d, func(e *ledgerEntry, r mdclient.PublishResult) { each(e.seq, r) }, pre...)
 }
 
 // noMore checks that no result beyond those expected is waiting on ch.
@@ -346,7 +328,7 @@ func noMore(t *testing.T, ch <-chan mdclient.PublishResult) {
 	t.Helper()
 	select {
 	case r := <-ch:
-		t.Fatalf("a result beyond the requests: %+v", r)
+		t.Errorf("a result beyond the requests: %+v", r)
 	default:
 	}
 }
@@ -368,8 +350,10 @@ func streamUntilClosed(c *mdclient.Client, n, size int, subject string) (chan md
 	return results, done
 }
 
-// stream publishes messages 0, 1, ... at a steady rate, each with its number as a 4-byte
-// big-endian payload and prefix+number as closure, all results to one channel.
+// stream publishes messages 0, 1, ... at a steady rate, all results to one channel. The
+// closure of message i is a prefix and i. With a ledger, each request is registered with
+// it just before the call and its payload names it (ledger.payload); without, the payload
+// is i, 4 bytes big-endian.
 type stream struct {
 	sent   atomic.Int64       // requests handed to PublishAsync so far
 	pause  chan chan struct{} // Pause → producer: hold until this channel is closed
@@ -378,10 +362,11 @@ type stream struct {
 	finish func()             // stops the producer and waits for it; idempotent
 }
 
-// startStream starts publishing n messages (or until d has passed, when d > 0) at rate
-// per second, bounded by ctx. When the test ends the producer is stopped, its requests'
-// context cancelled (so that it cannot stay blocked in PublishAsync), and it is awaited.
-func startStream(t *testing.T, c *mdclient.Client, ctx context.Context, topic, prefix string, rate float64, n int, d time.Duration, results chan mdclient.PublishResult) *stream {
+// startStream starts publishing n messages to topic (or until d has passed, when d > 0) at
+// rate per second, bounded by ctx; led may be nil. When the test ends the producer is
+// stopped, its requests' context cancelled (so that it cannot stay blocked in
+// PublishAsync), and it is awaited.
+func startStream(t *testing.T, c *mdclient.Client, ctx context.Context, led *ledger, topic, prefix string, rate float64, n int, d time.Duration, results chan mdclient.PublishResult) *stream {
 	s := &stream{pause: make(chan chan struct{}), stop: make(chan struct{}), done: make(chan struct{})}
 	ctx, cancel := context.WithCancel(ctx)
 	var once sync.Once
@@ -393,6 +378,17 @@ func startStream(t *testing.T, c *mdclient.Client, ctx context.Context, topic, p
 		<-s.done
 	}
 	t.Cleanup(s.finish) // cleanups run last-in first-out: before the client's Close
+	publish := func(i int) {
+		m := mdclient.Message{Subject: topic, Closure: prefix + strconv.Itoa(i)}
+		if led == nil {
+			m.Content = binary.BigEndian.AppendUint32(nil, uint32(i))
+			c.PublishAsync(ctx, mdclient.PublishRequest{Message: m, Result: results})
+			return
+		}
+		m.Content = led.payload(m.Closure, 0)
+		e := led.add(&m, ledgerRequest{how: "PublishAsync", ch: results})
+		led.returned(e, c.PublishAsync(ctx, mdclient.PublishRequest{Message: m, Result: results}))
+	}
 	go func() {
 		defer close(s.done)
 		tick := time.NewTicker(2 * time.Millisecond)
@@ -404,12 +400,7 @@ func startStream(t *testing.T, c *mdclient.Client, ctx context.Context, topic, p
 			}
 			due := min(n, int(time.Since(start).Seconds()*rate)+1)
 			for ; i < due; i++ {
-				payload := make([]byte, 4)
-				binary.BigEndian.PutUint32(payload, uint32(i))
-				c.PublishAsync(ctx, mdclient.PublishRequest{
-					Message: mdclient.Message{Subject: topic, Content: payload, Closure: prefix + strconv.Itoa(i)},
-					Result:  results,
-				})
+				publish(i)
 				s.sent.Store(int64(i + 1))
 			}
 			select {
@@ -463,6 +454,9 @@ func (s *stream) Pause() (resume func(), ok bool) {
 //
 // Each message's payload names its request (payload), so a subscriber's receipt is matched
 // to its request whatever the topic. All methods are safe for concurrent use.
+//
+// Tests that only need exactly-once use part of it (collect, take, onceViolations);
+// TestChaos and the failover tests use all of it (check).
 type ledger struct {
 	tag     string // this run's mark at the start of every payload
 	watched string // subjects with this prefix reach the subscribers of every broker
@@ -471,18 +465,20 @@ type ledger struct {
 	refusals bool
 	start    time.Time // times are reported relative to it
 
-	mu       sync.Mutex
-	entries  map[string]*ledgerEntry // by closure
-	order    []*ledgerEntry          // in registration order
-	pending  int                     // entries without a result
-	problems []ledgerViolation       // found while recording
-	servers  map[string]string       // server address (as the client names it) → broker
-	subs     map[string]string       // subscriber → the broker it is attached to
-	losses   []ledgerLoss
-	markers  map[string]time.Time // subscriber → when it received its quiescence marker
-	strays   int                  // receipts that are not this run's (other tags)
-	receipts int                  // receipts of this run's messages
-	exempt   int                  // OK results check found unreceived but excused by a loss
+	mu          sync.Mutex
+	entries     map[string]*ledgerEntry // by closure
+	order       []*ledgerEntry          // in registration order
+	pending     int                     // entries without a result
+	problems    []ledgerViolation       // found while recording
+	servers     map[string]string       // server address (as the client names it) → broker
+	subs        map[string]string       // subscriber → the broker it is attached to
+	losses      []ledgerLoss
+	markers     map[string]time.Time // subscriber → when it received its quiescence marker
+	strays      int                  // receipts that are not this run's (other tags)
+	receipts    int                  // receipts of this run's messages
+	distinctAll int                  // requests received by some subscriber
+	distinctBy  map[string]int       // subscriber → requests it received
+	exempt      int                  // OK results check found unreceived but excused by a loss
 
 	resultIn chan struct{} // capacity 1: a result was recorded
 	received chan struct{} // capacity 1: a subscriber received something
@@ -545,15 +541,16 @@ const ledgerPayloadSep = '|'
 // that starts with watched.
 func newLedger(tag, watched string) *ledger {
 	return &ledger{
-		tag:      tag,
-		watched:  watched,
-		start:    time.Now(),
-		entries:  make(map[string]*ledgerEntry),
-		servers:  make(map[string]string),
-		subs:     make(map[string]string),
-		markers:  make(map[string]time.Time),
-		resultIn: make(chan struct{}, 1),
-		received: make(chan struct{}, 1),
+		tag:        tag,
+		watched:    watched,
+		start:      time.Now(),
+		entries:    make(map[string]*ledgerEntry),
+		servers:    make(map[string]string),
+		subs:       make(map[string]string),
+		markers:    make(map[string]time.Time),
+		distinctBy: make(map[string]int),
+		resultIn:   make(chan struct{}, 1),
+		received:   make(chan struct{}, 1),
 	}
 }
 
@@ -654,17 +651,78 @@ func (l *ledger) returned(e *ledgerEntry, ch <-chan mdclient.PublishResult) {
 	l.problems = append(l.problems, ledgerViolation{kind: "wrong-channel", text: fmt.Sprintf("closure %q (%s): PublishAsync returned a channel other than its Result channel", e.closure, e.how)})
 }
 
-// result records r, which the reader via took from ch.
-func (l *ledger) result(via string, ch chan mdclient.PublishResult, r mdclient.PublishResult) {
+// result records r, which the reader via took from ch, and returns its request; nil if
+// no request had its closure.
+func (l *ledger) result(via string, ch chan mdclient.PublishResult, r mdclient.PublishResult) *ledgerEntry {
 	now := time.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	e, ok := l.entries[r.Closure]
 	if !ok {
 		l.problems = append(l.problems, ledgerViolation{kind: "unknown-result", text: fmt.Sprintf("reader %s got a result for closure %q, which no request had: %s", via, r.Closure, describeResult(r))})
-		return
+		return nil
 	}
 	l.record(e, ledgerResult{res: r, at: l.since(now), via: via, ch: ch})
+	return e
+}
+
+// expect registers n requests whose closures are "0".."n-1", for a test that makes them
+// itself and only reads their results through the ledger.
+func (l *ledger) expect(n int) {
+	for i := range n {
+		l.add(&mdclient.Message{Closure: strconv.Itoa(i)}, ledgerRequest{how: "request " + strconv.Itoa(i)})
+	}
+}
+
+// take reads n results from ch into l (the first ones from pre: results already taken
+// from ch) and hands each to each, with its request. It fails t at the first result that
+// breaks exactly-once (a second result for a request, or a closure no request had), and
+// when the n results are not all in after d.
+func (l *ledger) take(t *testing.T, ch <-chan mdclient.PublishResult, n int, d time.Duration, each func(*ledgerEntry, mdclient.PublishResult), pre ...mdclient.PublishResult) {
+	t.Helper()
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for k := range n {
+		var r mdclient.PublishResult
+		if k < len(pre) {
+			r = pre[k]
+		} else {
+			select {
+			case r = <-ch:
+			case <-timer.C:
+				t.Fatalf("%d of %d results missing after %v", n-k, n, d)
+			}
+		}
+		e := l.result("take", nil, r)
+		if v, bad := l.firstProblem(); bad {
+			t.Fatal(v)
+		}
+		if each != nil {
+			each(e, r)
+		}
+	}
+}
+
+// firstProblem returns the first broken promise found while recording, if any.
+func (l *ledger) firstProblem() (ledgerViolation, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.problems) == 0 {
+		return ledgerViolation{}, false
+	}
+	return l.problems[0], true
+}
+
+// first returns the first result of the request closure and when it was recorded; false
+// while it has none.
+func (l *ledger) first(closure string) (mdclient.PublishResult, time.Time, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e, ok := l.entries[closure]
+	if !ok || len(e.results) == 0 {
+		return mdclient.PublishResult{}, time.Time{}, false
+	}
+	return e.results[0].res, l.start.Add(e.results[0].at), true
 }
 
 // published records what Publish returned for e.
@@ -729,7 +787,38 @@ func (l *ledger) receipt(sub, topic string, payload []byte) {
 		return
 	}
 	l.receipts++
+	if len(e.got) == 0 {
+		l.distinctAll++
+	}
+	if !slices.ContainsFunc(e.got, func(g ledgerReceipt) bool { return g.sub == sub }) {
+		l.distinctBy[sub]++
+	}
 	e.got = append(e.got, ledgerReceipt{sub: sub, broker: l.subs[sub], topic: topic, at: l.since(now)})
+}
+
+// distinct returns how many requests subscriber sub has received (each once however
+// often it came); with sub "", how many some subscriber has.
+func (l *ledger) distinct(sub string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if sub == "" {
+		return l.distinctAll
+	}
+	return l.distinctBy[sub]
+}
+
+// receivedTwice returns how many requests reached the subscribers more than once (a
+// QoSGuaranteed message resent after a broker had routed it).
+func (l *ledger) receivedTwice() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, e := range l.order {
+		if len(e.got) > 1 {
+			n++
+		}
+	}
+	return n
 }
 
 // watchEmbedded subscribes a subscriber named name to filter on srv and records what it
@@ -744,6 +833,16 @@ func (l *ledger) watchEmbedded(t *testing.T, name string, srv *mdtest.Server, fi
 		m, ok := <-sub.Messages()
 		return m.Topic, m.Payload, ok
 	}, func() { sub.Close() })
+}
+
+// watchMosquitto is watchEmbedded for mosquitto: a mosquitto_sub of the user "sub".
+func (l *ledger) watchMosquitto(t *testing.T, name string, b *mosquittotest.Broker, filter string) {
+	t.Helper()
+	sub := b.Subscribe(t, "sub", subPassword, filter)
+	l.feed(t, name, func() (string, []byte, bool) {
+		m, ok := <-sub.Messages()
+		return m.Topic, m.Payload, ok
+	}, sub.Close)
 }
 
 // feed records every message next returns as received by subscriber name, until next
@@ -767,6 +866,30 @@ func (l *ledger) feed(t *testing.T, name string, next func() (topic string, payl
 	})
 }
 
+// read records every result that arrives on ch (and hands it to each, when not nil), from
+// a goroutine of its own, until the returned stop is called; stop waits for it.
+func (l *ledger) read(via string, ch chan mdclient.PublishResult, each func(mdclient.PublishResult)) (stop func()) {
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case r := <-ch:
+				l.result(via, ch, r)
+				if each != nil {
+					each(r)
+				}
+			case <-quit:
+				return
+			}
+		}
+	}()
+	return func() {
+		close(quit)
+		<-done
+	}
+}
+
 // markerSeen reports whether sub has received its quiescence marker.
 func (l *ledger) markerSeen(sub string) bool {
 	l.mu.Lock()
@@ -777,6 +900,50 @@ func (l *ledger) markerSeen(sub string) bool {
 
 // Received is pinged (capacity 1) whenever a subscriber receives anything.
 func (l *ledger) Received() <-chan struct{} { return l.received }
+
+// awaitReceived waits until every request reported OK has reached a subscriber as check
+// asks (its subject watched, and not excused by a loss), or until d has passed. It
+// returns how many have not.
+func (l *ledger) awaitReceived(d time.Duration) int {
+	l.mu.Lock()
+	owed := slices.Clone(l.order)
+	l.mu.Unlock()
+	// Each time, only the requests still owed are looked at again.
+	settled := func() bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		owed = slices.DeleteFunc(owed, func(e *ledgerEntry) bool { return !l.owesReceipt(e) })
+		return len(owed) == 0
+	}
+	untilPinged(l.received, d, settled)
+	return len(owed)
+}
+
+// owesReceipt reports whether e's first result is OK, its subject watched, and no
+// subscriber has received it as okReceived asks, nor may its broker have lost it. l.mu is
+// held.
+func (l *ledger) owesReceipt(e *ledgerEntry) bool {
+	if len(e.results) == 0 {
+		return false
+	}
+	first := e.results[0]
+	if first.res.Status != mdclient.NotifyPublishOK || !strings.HasPrefix(e.subject, l.watched) || l.okReceived(e, first.res) {
+		return false
+	}
+	return !l.mayHaveLost(l.servers[first.res.Server], l.start.Add(first.at))
+}
+
+// okReceived reports whether e, reported OK in r, reached a subscriber of the broker that
+// answered (any subscriber when the ledger does not know the server). l.mu is held.
+func (l *ledger) okReceived(e *ledgerEntry, r mdclient.PublishResult) bool {
+	broker := l.servers[r.Server]
+	for _, g := range e.got {
+		if broker == "" || g.broker == broker {
+			return true
+		}
+	}
+	return false
+}
 
 // awaitMarker waits up to d for sub's quiescence marker.
 func (l *ledger) awaitMarker(sub string, d time.Duration) bool {
@@ -795,23 +962,13 @@ func (l *ledger) awaitReceipt(e *ledgerEntry, d time.Duration) bool {
 // waitResults waits until every request registered so far has a result, or deadline.
 // It returns the number still without one.
 func (l *ledger) waitResults(deadline time.Time) int {
-	timer := time.NewTimer(time.Until(deadline))
-	defer timer.Stop()
-	for {
+	pending := func() int {
 		l.mu.Lock()
-		n := l.pending
-		l.mu.Unlock()
-		if n == 0 {
-			return 0
-		}
-		select {
-		case <-l.resultIn:
-		case <-timer.C:
-			l.mu.Lock()
-			defer l.mu.Unlock()
-			return l.pending
-		}
+		defer l.mu.Unlock()
+		return l.pending
 	}
+	untilPinged(l.resultIn, time.Until(deadline), func() bool { return pending() == 0 })
+	return pending()
 }
 
 // dueBefore counts the requests naming ch whose PublishAsync call had returned before t
@@ -835,20 +992,43 @@ func (l *ledger) dueBefore(ch chan mdclient.PublishResult, t time.Time, margin t
 // under -race many times over.
 const ledgerLossWindow = 2 * time.Second
 
-// check returns every broken promise, in the order of the requests, after the problems
-// found while recording. Call it once results and receipts are all in.
+// onceViolations returns what breaks exactly-once: the problems found while recording (a
+// second result, a result no request had, one on the wrong channel) and the requests
+// without a result, in their order. Call it once the results are all in.
+func (l *ledger) onceViolations() []ledgerViolation {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.onceLocked()
+}
+
+func (l *ledger) onceLocked() []ledgerViolation {
+	out := append([]ledgerViolation(nil), l.problems...)
+	for _, e := range l.order {
+		if len(e.results) == 0 {
+			out = append(out, e.violation("no-result", "no result at all (called at +%v)", e.calledAt))
+		}
+	}
+	return out
+}
+
+// violation is a broken promise about e.
+func (e *ledgerEntry) violation(kind, format string, args ...any) ledgerViolation {
+	group, _, _ := strings.Cut(e.how, ", ctx")
+	return ledgerViolation{kind, fmt.Sprintf("closure %q (%s): ", e.closure, e.describe()) + fmt.Sprintf(format, args...), group}
+}
+
+// check returns every broken promise: those of onceViolations, then the others in the
+// order of the requests. Call it once results and receipts are all in.
 func (l *ledger) check() []ledgerViolation {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	out := append([]ledgerViolation(nil), l.problems...)
+	out := l.onceLocked()
 	l.exempt = 0
 	bad := func(e *ledgerEntry, kind, format string, args ...any) {
-		group, _, _ := strings.Cut(e.how, ", ctx")
-		out = append(out, ledgerViolation{kind, fmt.Sprintf("closure %q (%s): ", e.closure, e.describe()) + fmt.Sprintf(format, args...), group})
+		out = append(out, e.violation(kind, format, args...))
 	}
 	for _, e := range l.order {
 		if len(e.results) == 0 {
-			bad(e, "no-result", "no result at all (called at +%v)", e.calledAt)
 			continue
 		}
 		first := e.results[0]
@@ -913,12 +1093,7 @@ func (l *ledger) check() []ledgerViolation {
 		}
 		if r.Status == mdclient.NotifyPublishOK && strings.HasPrefix(e.subject, l.watched) {
 			broker := l.servers[r.Server]
-			found := false
-			for _, g := range e.got {
-				if broker == "" || g.broker == broker {
-					found = true
-				}
-			}
+			found := l.okReceived(e, r)
 			if !found && l.mayHaveLost(broker, l.start.Add(first.at)) {
 				l.exempt++
 			} else if !found {

@@ -51,12 +51,13 @@ func TestDoneContextSendsNothing(t *testing.T) {
 
 // Observation 1, second part: a stream with contexts of a few milliseconds, so that many
 // end while their message waits in a batch. No FAILED message may reach the subscriber,
-// and every OK one must.
+// and every OK one must (the ledger checks both, and exactly one result per request).
 func TestShortContextsFailedNeverDelivered(t *testing.T) {
 	srv := embedded(t)
 	sub := subscribe(t, srv, "short/#")
 	transports(t, srv.WSAddr(), srv.TCPAddr(), func(t *testing.T, addr string) {
 		c := newClient(t, allowToken, []string{addr})
+		led := newLedger(t.Name(), "short/")
 		const n = 20000
 		results := make(chan mdclient.PublishResult, 512)
 		go func() {
@@ -69,28 +70,29 @@ func TestShortContextsFailedNeverDelivered(t *testing.T) {
 				case i%10 == 0:
 					ctx, cancel = context.WithTimeout(context.Background(), time.Second)
 				}
-				c.PublishAsync(ctx, mdclient.PublishRequest{Result: results, Message: mdclient.Message{
-					Subject: "short/x", Content: []byte(strconv.Itoa(i)), Closure: strconv.Itoa(i)}})
+				m := mdclient.Message{Subject: "short/x", Closure: strconv.Itoa(i)}
+				m.Content = led.payload(m.Closure, 0)
+				e := led.add(&m, ledgerRequest{how: "PublishAsync", ch: results, ctxDone: ctx.Err() != nil})
+				led.returned(e, c.PublishAsync(ctx, mdclient.PublishRequest{Result: results, Message: m}))
 				context.AfterFunc(ctx, cancel)
 			}
 		}()
-		res := collect(t, results, n, 60*time.Second)
+		counts := map[mdclient.Status]int{}
+		led.take(t, results, n, 60*time.Second, func(_ *ledgerEntry, r mdclient.PublishResult) {
+			counts[r.Status]++
+			if r.Status == mdclient.NotifyPublishFailed && !errors.Is(r.Err, mdclient.ErrTimeout) {
+				t.Errorf("%s: FAILED with %v, want ErrTimeout", r.Closure, r.Err)
+			}
+		})
 		if st, err := c.Publish(ctxTimeout(t, 10*time.Second), mdclient.Message{Subject: "short/marker", Content: []byte("marker")}); st != mdclient.NotifyPublishOK {
 			t.Fatal(st, err)
 		}
-		got := receivedUntilMarker(t, sub, "marker")
-		counts := map[mdclient.Status]int{}
-		for i, r := range res {
-			counts[r.Status]++
-			switch seen := got[strconv.Itoa(i)] > 0; {
-			case r.Status == mdclient.NotifyPublishFailed && seen:
-				t.Errorf("%d: FAILED (%v), yet the subscriber received it", i, r.Err)
-			case r.Status == mdclient.NotifyPublishOK && !seen:
-				t.Errorf("%d: OK, yet the subscriber never received it", i)
-			case r.Status == mdclient.NotifyPublishFailed && !errors.Is(r.Err, mdclient.ErrTimeout):
-				t.Errorf("%d: FAILED with %v, want ErrTimeout", i, r.Err)
+		for payload, k := range receivedUntilMarker(t, sub, "marker") {
+			for range k {
+				led.receipt("sub", "short/x", []byte(payload))
 			}
 		}
+		failViolations(t, "", led.check())
 		t.Logf("outcomes %v", counts)
 		if counts[mdclient.NotifyPublishFailed] == 0 {
 			t.Errorf("no context ended before its message was written: the test proves nothing")
@@ -109,43 +111,32 @@ func TestCloseDeliversEveryResultToAReader(t *testing.T) {
 	awaitEvent(t, c, mdclient.NotifyServerUp, "", 10*time.Second)
 	const n = 5000
 	results := make(chan mdclient.PublishResult, 16)
-	got := make(chan []mdclient.PublishResult)
+	// The calls and Close go on in a goroutine of their own; the test reads every result
+	// meanwhile, as a pipeline's reader does.
+	closed := make(chan error, 1)
+	var took time.Duration
 	go func() {
-		var all []mdclient.PublishResult
-		timeout := time.NewTimer(30 * time.Second)
-		defer timeout.Stop()
-		for len(all) < n {
-			select {
-			case r := <-results:
-				all = append(all, r)
-			case <-timeout.C:
-				got <- all
-				return
-			}
+		for i := range n {
+			c.PublishAsync(context.Background(), mdclient.PublishRequest{Result: results, Message: mdclient.Message{
+				Subject: "close/x", Content: []byte("x"), Closure: strconv.Itoa(i)}})
 		}
-		got <- all
+		start := time.Now()
+		err := c.Close()
+		took = time.Since(start)
+		closed <- err
 	}()
-	for i := range n {
-		c.PublishAsync(context.Background(), mdclient.PublishRequest{Result: results, Message: mdclient.Message{
-			Subject: "close/x", Content: []byte("x"), Closure: strconv.Itoa(i)}})
-	}
-	start := time.Now()
-	if err := c.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if took := time.Since(start); took > drain+time.Second {
-		t.Errorf("Close took %v, want at most the drain timeout %v plus 1 s", took, drain)
-	}
-	all := <-got
-	if len(all) != n {
-		t.Fatalf("the reader received %d of %d results", len(all), n)
-	}
 	counts := map[mdclient.Status]int{}
-	for _, r := range all {
+	collectEach(t, results, n, 30*time.Second, func(_ int, r mdclient.PublishResult) {
 		counts[r.Status]++
 		if !errors.Is(r.Err, mdclient.ErrClosed) {
 			t.Fatalf("%s %v, want ErrClosed", r.Status, r.Err)
 		}
+	})
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	if took > drain+time.Second {
+		t.Errorf("Close took %v, want at most the drain timeout %v plus 1 s", took, drain)
 	}
 	if counts[mdclient.NotifyPublishTimeout] == 0 || counts[mdclient.NotifyPublishFailed] == 0 {
 		t.Errorf("outcomes %v: want the written ones TIMEOUT and the others FAILED", counts)
@@ -192,6 +183,7 @@ func TestCallsAfterCloseGetTheirResult(t *testing.T) {
 		defer srv.DropAcks("slow/#", false)
 		c := openClient(t, allowToken, []string{srv.TCPAddr()}, mdclient.WithDrainTimeout(300*time.Millisecond))
 		ch := make(chan mdclient.PublishResult, 8)
+		led := newLedger(t.Name(), "")
 		var calls atomic.Int64
 		var wg sync.WaitGroup
 		stop := make(chan struct{})
@@ -206,32 +198,14 @@ func TestCallsAfterCloseGetTheirResult(t *testing.T) {
 					default:
 					}
 					calls.Add(1)
-					c.PublishAsync(context.Background(), mdclient.PublishRequest{Result: ch, Message: mdclient.Message{
-						Subject: "slow/x", Closure: fmt.Sprintf("%d-%d", g, i)}})
+					m := mdclient.Message{Subject: "slow/x", Closure: fmt.Sprintf("%d-%d", g, i)}
+					e := led.add(&m, ledgerRequest{how: "PublishAsync", ch: ch})
+					led.returned(e, c.PublishAsync(context.Background(), mdclient.PublishRequest{Result: ch, Message: m}))
 				}
 			}()
 		}
-		// The reader counts results per closure until it has one per call made.
-		want := make(chan int)
-		counted := make(chan map[string]int)
-		go func() {
-			received := map[string]int{}
-			total, target := 0, -1
-			timeout := time.NewTimer(30 * time.Second)
-			defer timeout.Stop()
-			for total != target {
-				select {
-				case r := <-ch:
-					received[r.Closure]++
-					total++
-				case target = <-want:
-				case <-timeout.C:
-					counted <- received
-					return
-				}
-			}
-			counted <- received
-		}()
+		// The reader records every result in the ledger until the test has them all.
+		stopReading := led.read("reader", ch, nil)
 		for calls.Load() < 2000 {
 			runtime.Gosched()
 		}
@@ -245,16 +219,12 @@ func TestCallsAfterCloseGetTheirResult(t *testing.T) {
 		}
 		close(stop)
 		wg.Wait()
-		want <- int(calls.Load())
-		received := <-counted
-		if len(received) != int(calls.Load()) {
-			t.Fatalf("%d calls, results for %d of them", calls.Load(), len(received))
+		missing := led.waitResults(time.Now().Add(30 * time.Second))
+		stopReading()
+		if missing > 0 {
+			t.Errorf("%d calls, %d of them without a result", calls.Load(), missing)
 		}
-		for k, n := range received {
-			if n != 1 {
-				t.Fatalf("%s: %d results", k, n)
-			}
-		}
+		failViolations(t, "", led.onceViolations())
 	})
 }
 

@@ -75,7 +75,8 @@ func TestSharedChannel(t *testing.T) {
 	c := newClient(t, allowToken, []string{srv.WSAddr()})
 	const n = 20000
 	results := make(chan mdclient.PublishResult, 64)
-	ctx := ctxTimeout(t, 60*time.Second)
+	const limit = 60 * time.Second
+	ctx := ctxTimeout(t, limit)
 	go func() {
 		for i := range n {
 			c.PublishAsync(ctx, mdclient.PublishRequest{
@@ -84,30 +85,12 @@ func TestSharedChannel(t *testing.T) {
 			})
 		}
 	}()
-	seen := make([]bool, n)
-	for range n {
-		select {
-		case r := <-results:
-			var i int
-			if _, err := fmt.Sscan(r.Closure, &i); err != nil || i < 0 || i >= n {
-				t.Fatalf("result with unknown closure %q", r.Closure)
-			}
-			if seen[i] {
-				t.Fatalf("two results for closure %d", i)
-			}
-			seen[i] = true
-			if r.Status != mdclient.NotifyPublishOK {
-				t.Fatalf("closure %d: %s %v", i, r.Status, r.Err)
-			}
-		case <-ctx.Done():
-			t.Fatal("results missing")
+	collectEach(t, results, n, limit, func(i int, r mdclient.PublishResult) {
+		if r.Status != mdclient.NotifyPublishOK {
+			t.Fatalf("closure %d: %s %v", i, r.Status, r.Err)
 		}
-	}
-	select {
-	case r := <-results:
-		t.Fatalf("a result beyond the %d requests: %+v", n, r)
-	default:
-	}
+	})
+	noMore(t, results)
 }
 
 func TestBadInput(t *testing.T) {
@@ -197,28 +180,19 @@ func TestCloseUnderLoad(t *testing.T) {
 		}
 	}()
 	// Close once some results are in, while the rest are still being sent.
-	<-results
+	first := <-results
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
 	<-sent
 	counts := map[mdclient.Status]int{}
-	for range n - 1 {
-		select {
-		case r := <-results:
-			counts[r.Status]++
-			if r.Status == mdclient.NotifyPublishFailed && !errors.Is(r.Err, mdclient.ErrClosed) {
-				t.Fatalf("failed without ErrClosed: %v", r.Err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatalf("results missing after Close: %v", counts)
+	collectEach(t, results, n, 10*time.Second, func(_ int, r mdclient.PublishResult) {
+		counts[r.Status]++
+		if r.Status == mdclient.NotifyPublishFailed && !errors.Is(r.Err, mdclient.ErrClosed) {
+			t.Fatalf("failed without ErrClosed: %v", r.Err)
 		}
-	}
-	select {
-	case r := <-results:
-		t.Fatalf("a result beyond the %d requests: %+v", n, r)
-	default:
-	}
+	}, first)
+	noMore(t, results)
 	t.Logf("outcomes: %v", counts)
 }
 
