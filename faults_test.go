@@ -203,9 +203,13 @@ func TestSlowBroker(t *testing.T) {
 		}
 		// The producer runs on its own while the test consumes results as they come and
 		// releases each request's context with its result, so that the test itself keeps
-		// nothing per request.
+		// nothing per request: what it keeps (the contexts' cancel functions, the ledger's
+		// record of each request, with room for its result) is there before the heap's
+		// baseline is taken.
 		results := make(chan mdclient.PublishResult, 64)
 		cancels := make([]context.CancelFunc, n)
+		led := newLedger(t.Name(), "")
+		led.expect(n)
 		base := heap()
 		var peak uint64
 		var longest, produced time.Duration
@@ -234,8 +238,8 @@ func TestSlowBroker(t *testing.T) {
 			produced = time.Since(began)
 		}()
 		counts := map[mdclient.Status]int{}
-		collectEach(t, results, n, 60*time.Second, func(i int, r mdclient.PublishResult) {
-			cancels[i]()
+		led.take(t, results, n, 60*time.Second, func(e *ledgerEntry, r mdclient.PublishResult) {
+			cancels[e.seq]()
 			counts[r.Status]++
 			switch r.Status {
 			case mdclient.NotifyPublishOK, mdclient.NotifyPublishNoSubscriber:
