@@ -9,7 +9,6 @@ import (
 	"net"
 	"os"
 	"runtime"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -435,9 +434,9 @@ func (r *chaosRun) build(withMosquitto bool) {
 	}
 	a, b := r.brokers[0], r.brokers[1]
 	r.addLive(a.emb.WSAddr(), a)
-	r.addLive("tcp://"+r.proxy("pA", chaosHostPort(a.emb.TCPAddr()), a, false).px.Addr(), a)
+	r.addLive("tcp://"+r.proxy("pA", hostPort(a.emb.TCPAddr()), a, false).px.Addr(), a)
 	r.addLive(b.emb.TCPAddr(), b)
-	r.addLive("ws://"+r.proxy("pB", chaosHostPort(b.emb.WSAddr()), b, false).px.Addr()+"/mqtt", b)
+	r.addLive("ws://"+r.proxy("pB", hostPort(b.emb.WSAddr()), b, false).px.Addr()+"/mqtt", b)
 	if withMosquitto {
 		cfg := mosquittotest.Config{
 			Users: map[string]string{"pub": allowToken, "sub": subPassword},
@@ -464,7 +463,7 @@ func (r *chaosRun) build(withMosquitto bool) {
 		r.addLive(mq.WSAddr(), m)
 		r.addLive("tcp://"+r.proxy("pM", mq.TCPHostPort(), m, false).px.Addr(), m)
 	}
-	hole := r.proxy("hole", chaosHostPort(a.emb.TCPAddr()), nil, true)
+	hole := r.proxy("hole", hostPort(a.emb.TCPAddr()), nil, true)
 	hole.px.Stall()
 	r.hole = "tcp://" + hole.px.Addr()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -565,12 +564,6 @@ func (r *chaosRun) proxy(name, target string, b *chaosBroker, blackhole bool) *c
 	p := &chaosProxy{name: name, px: px, broker: b, blackhole: blackhole}
 	r.proxies = append(r.proxies, p)
 	return p
-}
-
-func chaosHostPort(addr string) string {
-	_, hp, _ := strings.Cut(addr, "://")
-	hp, _, _ = strings.Cut(hp, "/")
-	return hp
 }
 
 func (r *chaosRun) describeBrokers() string {
@@ -1110,26 +1103,12 @@ func (r *chaosRun) marker(b *chaosBroker, sub string, deadline time.Time) bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		st, err := c.Publish(ctx, mdclient.Message{Subject: chaosTopic + "marker", Content: payload, Closure: "marker"})
 		cancel()
-		if r.awaitMarker(sub, time.Second) {
+		if r.led.awaitMarker(sub, time.Second) {
 			return true
 		}
 		r.note("quiesce: marker to %s: %s %v", b.name, st, err)
 	}
 	return false
-}
-
-// awaitMarker waits up to d for sub's marker.
-func (r *chaosRun) awaitMarker(sub string, d time.Duration) bool {
-	wait := time.NewTimer(d)
-	defer wait.Stop()
-	for !r.led.markerSeen(sub) {
-		select {
-		case <-r.led.Received():
-		case <-wait.C:
-			return r.led.markerSeen(sub)
-		}
-	}
-	return true
 }
 
 // teardown closes everything the run started.
@@ -1160,46 +1139,7 @@ func (r *chaosRun) report(closeTook time.Duration, heapPeak uint64) {
 	if len(vs) == 0 {
 		return
 	}
-	byKind := map[string][]string{}
-	groups := map[string]map[string]int{} // kind → how the requests were made → count
-	var kinds []string
-	for _, v := range vs {
-		if _, ok := byKind[v.kind]; !ok {
-			kinds = append(kinds, v.kind)
-			groups[v.kind] = map[string]int{}
-		}
-		byKind[v.kind] = append(byKind[v.kind], v.text)
-		if v.group != "" {
-			groups[v.kind][v.group]++
-		}
-	}
-	sort.Strings(kinds)
-	const examples = 3
-	for _, k := range kinds {
-		list := byKind[k]
-		var b strings.Builder
-		fmt.Fprintf(&b, "seed %d: %s: %d violation(s)", r.seed, k, len(list))
-		if g := groups[k]; len(g) > 1 {
-			keys := make([]string, 0, len(g))
-			for h := range g {
-				keys = append(keys, h)
-			}
-			sort.Strings(keys)
-			b.WriteString(" by request:")
-			for _, h := range keys {
-				fmt.Fprintf(&b, " %s ×%d;", h, g[h])
-			}
-		}
-		for i, s := range list {
-			if i == examples {
-				fmt.Fprintf(&b, "\n    … and %d more", len(list)-examples)
-				break
-			}
-			b.WriteString("\n    ")
-			b.WriteString(s)
-		}
-		t.Error(b.String())
-	}
+	failViolations(t, fmt.Sprintf("seed %d: ", r.seed), vs)
 	r.mu.Lock()
 	t.Logf("seed %d: timeline:\n  %s", r.seed, strings.Join(r.timeline, "\n  "))
 	r.mu.Unlock()
@@ -1225,30 +1165,12 @@ type reproWorld struct {
 func newReproWorld(t *testing.T, proxied bool) *reproWorld {
 	t.Helper()
 	w := &reproWorld{led: newLedger("repro-"+t.Name(), chaosTopic), srv: embedded(t)}
-	sub, err := w.srv.Subscribe(chaosTopic + "#")
-	if err != nil {
-		t.Fatal(err)
-	}
 	w.led.subscriber("sub", "S")
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for m := range sub.Messages() {
-			w.led.receipt("sub", m.Topic, m.Payload)
-		}
-	}()
-	t.Cleanup(func() {
-		sub.Close()
-		<-done
-	})
+	w.led.watchEmbedded(t, "sub", w.srv, chaosTopic+"#")
 	w.addr = w.srv.TCPAddr()
 	if proxied {
-		px, err := faultproxy.New(chaosHostPort(w.srv.TCPAddr()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { px.Close() })
-		w.px, w.addr = px, "tcp://"+px.Addr()
+		w.px = newFaultProxy(t, hostPort(w.srv.TCPAddr()))
+		w.addr = "tcp://" + w.px.Addr()
 	}
 	w.led.server(w.addr, "S")
 	return w
@@ -1271,64 +1193,8 @@ func (w *reproWorld) flush(t *testing.T, c *mdclient.Client) {
 	if st != mdclient.NotifyPublishOK {
 		t.Fatalf("marker: %s %v", st, err)
 	}
-	if !w.awaitMarker(10 * time.Second) {
+	if !w.led.awaitMarker("sub", 10*time.Second) {
 		t.Fatal("the subscriber did not receive the marker")
-	}
-}
-
-func (w *reproWorld) awaitMarker(d time.Duration) bool {
-	wait := time.NewTimer(d)
-	defer wait.Stop()
-	for !w.led.markerSeen("sub") {
-		select {
-		case <-w.led.Received():
-		case <-wait.C:
-			return w.led.markerSeen("sub")
-		}
-	}
-	return true
-}
-
-// awaitReceipt waits up to d for a subscriber to receive e's message.
-func (w *reproWorld) awaitReceipt(e *ledgerEntry, d time.Duration) bool {
-	wait := time.NewTimer(d)
-	defer wait.Stop()
-	for {
-		w.led.mu.Lock()
-		n := len(e.got)
-		w.led.mu.Unlock()
-		if n > 0 {
-			return true
-		}
-		select {
-		case <-w.led.Received():
-		case <-wait.C:
-			return false
-		}
-	}
-}
-
-// chaosUntil polls cond every few milliseconds until it holds or d passes.
-func chaosUntil(d time.Duration, cond func() bool) bool {
-	deadline := time.NewTimer(d)
-	defer deadline.Stop()
-	tick := time.NewTicker(2 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-tick.C:
-		case <-deadline.C:
-			return cond()
-		}
-	}
-	return true
-}
-
-// failViolations fails t with what the ledger found.
-func failViolations(t *testing.T, led *ledger) {
-	t.Helper()
-	for _, v := range led.check() {
-		t.Error(v)
 	}
 }
 
@@ -1348,7 +1214,7 @@ func TestChaosReproExpiredInBatchSent(t *testing.T) {
 	big, bigEntry := w.message("big", chaosTopic+"big", bigSize, mdclient.QoSGuaranteed, ledgerRequest{how: "PublishAsync"})
 	bigCh := c.PublishAsync(ctxTimeout(t, 60*time.Second), mdclient.PublishRequest{Message: big})
 	// The big batch is with the writer once it is counted as written.
-	if !chaosUntil(10*time.Second, func() bool { return c.Stats().BytesWritten >= before+bigSize }) {
+	if !eventually(10*time.Second, func() bool { return c.Stats().BytesWritten >= before+bigSize }) {
 		t.Fatalf("the big message was never handed to the connection")
 	}
 	small, _ := w.message("small", chaosTopic+"small", 10, mdclient.QoSGuaranteed, ledgerRequest{how: "PublishAsync"})
@@ -1359,9 +1225,9 @@ func TestChaosReproExpiredInBatchSent(t *testing.T) {
 	t.Logf("the small message, whose context ended while the writer was busy: %s", describeResult(res))
 	w.px.Resume()
 	w.led.result("big", nil, <-bigCh)
-	w.awaitReceipt(bigEntry, 30*time.Second)
+	w.led.awaitReceipt(bigEntry, 30*time.Second)
 	w.flush(t, c)
-	failViolations(t, w.led)
+	failViolations(t, "", w.led.check())
 }
 
 // TestChaosReproClosedInFlightSent: "NOTIFY_PUBLISH_TIMEOUT whenever its bytes may have
@@ -1371,17 +1237,13 @@ func TestChaosReproExpiredInBatchSent(t *testing.T) {
 // recovers the broker publishes it.
 func TestChaosReproClosedInFlightSent(t *testing.T) {
 	w := newReproWorld(t, true)
-	c := mdclient.NewClient(mdclient.WithDrainTimeout(100 * time.Millisecond))
-	c.SetEntitlementToken(allowToken)
-	if err := c.SetServers([]string{w.addr}); err != nil {
-		t.Fatal(err)
-	}
+	c := openClient(t, allowToken, []string{w.addr}, mdclient.WithDrainTimeout(100*time.Millisecond))
 	w.flush(t, c)
 	w.px.Stall()
 	before := c.Stats().BytesWritten
 	m, e := w.message("in-flight", chaosTopic+"inflight", 10, mdclient.QoSGuaranteed, ledgerRequest{how: "PublishAsync"})
 	ch := c.PublishAsync(ctxTimeout(t, 30*time.Second), mdclient.PublishRequest{Message: m})
-	if !chaosUntil(10*time.Second, func() bool { return c.Stats().BytesWritten > before }) {
+	if !eventually(10*time.Second, func() bool { return c.Stats().BytesWritten > before }) {
 		t.Fatal("the message was never handed to the connection")
 	}
 	if err := c.Close(); err != nil {
@@ -1394,10 +1256,10 @@ func TestChaosReproClosedInFlightSent(t *testing.T) {
 		t.Errorf("a message handed to the connection and unacknowledged when Close ended got %s, want TIMEOUT wrapping ErrClosed", describeResult(res))
 	}
 	w.px.Resume()
-	if w.awaitReceipt(e, 5*time.Second) {
+	if w.led.awaitReceipt(e, 5*time.Second) {
 		t.Logf("and the subscriber received it")
 	}
-	failViolations(t, w.led)
+	failViolations(t, "", w.led.check())
 }
 
 // TestChaosReproStandardLostFailed: "NOTIFY_PUBLISH_TIMEOUT whenever ... the connection

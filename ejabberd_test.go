@@ -4,14 +4,11 @@ package mdclient_test
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"sort"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -195,10 +192,8 @@ func testEjabberdFailover(t *testing.T, cl *ejabberdtest.Cluster, servers []stri
 		topic      = "allowed/failover/data"
 	)
 	ctx := ctxTimeout(t, 120*time.Second)
-	resends := &resendCounter{}
 	c := newClient(t, allowToken, servers, mdclient.WithUsername(ejPubUser),
-		mdclient.WithQuickReconnectInitialDelay(quickDelay), mdclient.WithEventBuffer(1024),
-		mdclient.WithLogger(slog.New(resends)))
+		mdclient.WithQuickReconnectInitialDelay(quickDelay), mdclient.WithEventBuffer(1024))
 	used := usedNode(t, cl, c, "allowed/failover/probe")
 	var subs []*ejabberdtest.Sub
 	for _, n := range cl.Nodes() {
@@ -207,6 +202,7 @@ func testEjabberdFailover(t *testing.T, cl *ejabberdtest.Cluster, servers []stri
 		}
 	}
 
+	led := newLedger("ejabberd-failover", topic) // for exactly-once; the subscribers are checked below
 	results := make(chan mdclient.PublishResult, window)
 	slots := make(chan struct{}, window)
 	stop := make(chan struct{})
@@ -221,16 +217,12 @@ func testEjabberdFailover(t *testing.T, cl *ejabberdtest.Cluster, servers []stri
 				return
 			}
 			s := strconv.Itoa(i)
-			c.PublishAsync(ctx, mdclient.PublishRequest{
-				Message: mdclient.Message{Subject: topic, Content: []byte(s), Closure: s}, Result: results})
+			m := mdclient.Message{Subject: topic, Content: []byte(s), Closure: s}
+			e := led.add(&m, ledgerRequest{how: "PublishAsync", ch: results})
+			led.returned(e, c.PublishAsync(ctx, mdclient.PublishRequest{Message: m, Result: results}))
 		}
 	}()
 
-	type outcome struct {
-		res mdclient.PublishResult
-		at  time.Time
-	}
-	got := make([]*outcome, total)
 	type killed struct {
 		at  time.Time // when SIGKILL was sent
 		err error
@@ -241,14 +233,10 @@ func testEjabberdFailover(t *testing.T, cl *ejabberdtest.Cluster, servers []stri
 		select {
 		case r := <-results:
 			<-slots
-			i, err := strconv.Atoi(r.Closure)
-			if err != nil || i < 0 || i >= total {
-				t.Fatalf("a result with unknown closure %q", r.Closure)
+			led.result("results", results, r)
+			if v, bad := led.firstProblem(); bad {
+				t.Fatal(v)
 			}
-			if got[i] != nil {
-				t.Fatalf("two results for message %d: %+v and %+v", i, got[i].res, r)
-			}
-			got[i] = &outcome{r, time.Now()}
 			if n+1 == killAfter {
 				go func() {
 					at, err := used.Kill()
@@ -266,7 +254,16 @@ func testEjabberdFailover(t *testing.T, cl *ejabberdtest.Cluster, servers []stri
 	}
 	killAt := k.at
 
-	// Outcomes, and when publishing resumed on a survivor.
+	// Outcomes, and when publishing resumed on a survivor. Every request has exactly one
+	// result: a second one, or one for no request, failed the test above.
+	type outcome struct {
+		res mdclient.PublishResult
+		at  time.Time
+	}
+	got := make([]outcome, total)
+	for i := range got {
+		got[i].res, got[i].at, _ = led.first(strconv.Itoa(i))
+	}
 	usedAddr := ejAddr(used)
 	ok := map[string]bool{}
 	counts := map[mdclient.Status]int{}
@@ -289,7 +286,7 @@ func testEjabberdFailover(t *testing.T, cl *ejabberdtest.Cluster, servers []stri
 	}
 	t.Logf("%d messages in %v (%.0f msg/s); killed %s after %d results; %d in flight resent; outcomes %v; answered by %v",
 		total, elapsed.Round(time.Millisecond), float64(total)/elapsed.Seconds(), used.Name(), killAfter,
-		resends.count.Load(), counts, servedBy)
+		c.Stats().Resent, counts, servedBy)
 	if len(bad) > 0 {
 		t.Errorf("not every QoSGuaranteed message was published across the failover: %v, e.g. %v", counts, bad)
 	}
@@ -384,11 +381,7 @@ func testEjabberdFailover(t *testing.T, cl *ejabberdtest.Cluster, servers []stri
 	if err := c.Close(); err != nil {
 		t.Errorf("Close: %v", err)
 	}
-	select {
-	case r := <-results:
-		t.Errorf("a result beyond the %d requests: %+v", total, r)
-	default:
-	}
+	noMore(t, results)
 
 	// A client pointed at the restarted node alone publishes through it, and the message
 	// reaches the subscribers on the other nodes: the node is back in the cluster.
@@ -403,23 +396,4 @@ func testEjabberdFailover(t *testing.T, cl *ejabberdtest.Cluster, servers []stri
 			t.Errorf("the subscriber on %s did not receive the message published on the restarted node", sub.Node().Name())
 		}
 	}
-}
-
-// resendCounter is a log handler that adds up the messages the client says it resends
-// after a lost connection (for the test log only: log messages are no contract).
-type resendCounter struct{ count atomic.Int64 }
-
-func (h *resendCounter) Enabled(context.Context, slog.Level) bool { return true }
-func (h *resendCounter) WithAttrs([]slog.Attr) slog.Handler       { return h }
-func (h *resendCounter) WithGroup(string) slog.Handler            { return h }
-func (h *resendCounter) Handle(_ context.Context, r slog.Record) error {
-	if strings.Contains(r.Message, "resending") {
-		r.Attrs(func(a slog.Attr) bool {
-			if a.Key == "count" {
-				h.count.Add(a.Value.Int64())
-			}
-			return true
-		})
-	}
-	return nil
 }

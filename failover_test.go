@@ -6,18 +6,19 @@ package mdclient_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"log/slog"
+	"io"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -25,112 +26,13 @@ import (
 	"github.com/mdclient/mdclient/internal/mosquittotest"
 )
 
-// Log messages of the client that these tests look for.
-const (
-	foMsgResend        = "mdclient: resending unacknowledged messages"
-	foMsgConnectFailed = "mdclient: connect failed"
-)
-
-// foNode starts a mosquitto with the publisher "pub" (password pubPassword) and the
-// subscriber "sub" (password subPassword), no ACL, a Receive Maximum of 1000, and no limit
-// on the messages it queues for a slow subscriber: with mosquitto's default
-// (max_queued_messages 1000) a subscriber that falls behind loses messages that the
-// publisher saw acknowledged, which would be mosquitto's loss, not the client's.
-func foNode(t *testing.T, pubPassword string) *mosquittotest.Broker {
-	t.Helper()
-	return mosquittotest.Start(t, mosquittotest.Config{
-		Users:       map[string]string{"pub": pubPassword, "sub": subPassword},
-		MaxInflight: 1000,
-		Extra:       "max_queued_messages 0\n",
-	})
-}
-
-// foLog records the client's log records, for the tests to check what it did.
-type foLog struct {
-	mu   sync.Mutex
-	recs []foRecord
-}
-
-type foRecord struct {
-	Time  time.Time
-	Level slog.Level
-	Msg   string
-	Attrs map[string]any
-}
-
-func (l *foLog) logger() *slog.Logger { return slog.New(&foHandler{log: l}) }
-
-// find returns the records with message msg, in the order they were logged.
-func (l *foLog) find(msg string) []foRecord {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []foRecord
-	for _, r := range l.recs {
-		if r.Msg == msg {
-			out = append(out, r)
-		}
-	}
-	return out
-}
-
-func (l *foLog) dump() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var b strings.Builder
-	for _, r := range l.recs {
-		fmt.Fprintf(&b, "  %s %s %q %v\n", r.Time.Format("15:04:05.000"), r.Level, r.Msg, r.Attrs)
-	}
-	return b.String()
-}
-
-type foHandler struct {
-	log   *foLog
-	attrs []slog.Attr
-}
-
-func (h *foHandler) Enabled(context.Context, slog.Level) bool { return true }
-
-func (h *foHandler) Handle(_ context.Context, r slog.Record) error {
-	rec := foRecord{Time: r.Time, Level: r.Level, Msg: r.Message, Attrs: map[string]any{}}
-	for _, a := range h.attrs {
-		rec.Attrs[a.Key] = a.Value.Resolve().Any()
-	}
-	r.Attrs(func(a slog.Attr) bool {
-		rec.Attrs[a.Key] = a.Value.Resolve().Any()
-		return true
-	})
-	h.log.mu.Lock()
-	h.log.recs = append(h.log.recs, rec)
-	h.log.mu.Unlock()
-	return nil
-}
-
-func (h *foHandler) WithAttrs(as []slog.Attr) slog.Handler {
-	return &foHandler{log: h.log, attrs: append(append([]slog.Attr(nil), h.attrs...), as...)}
-}
-
-func (h *foHandler) WithGroup(string) slog.Handler { return h }
-
-// foInt reads an integer attribute.
-func foInt(v any) (int64, bool) {
-	switch n := v.(type) {
-	case int64:
-		return n, true
-	case int:
-		return int64(n), true
-	case uint64:
-		return int64(n), true
-	}
-	return 0, false
-}
-
-// foTimedEvent is an Event and when the test read it.
-type foTimedEvent struct {
+// timedEvent is an Event and when the test read it.
+type timedEvent struct {
 	mdclient.Event
 	At time.Time
 }
 
-func foEventsString(evs []foTimedEvent) string {
+func describeEvents(evs []timedEvent) string {
 	var b strings.Builder
 	for _, ev := range evs {
 		fmt.Fprintf(&b, "  %s %s %s %v\n", ev.At.Format("15:04:05.000"), ev.Type, ev.Server, ev.Err)
@@ -138,9 +40,9 @@ func foEventsString(evs []foTimedEvent) string {
 	return b.String()
 }
 
-// foPort returns the port of a server address as the client names it
+// serverPort returns the port of a server address as the client names it
 // ("tcp://127.0.0.1:P" or "ws://127.0.0.1:P/mqtt").
-func foPort(t *testing.T, addr string) int {
+func serverPort(t *testing.T, addr string) int {
 	t.Helper()
 	u, err := url.Parse(addr)
 	if err != nil {
@@ -153,12 +55,12 @@ func foPort(t *testing.T, addr string) int {
 	return p
 }
 
-// foUnreadBytes returns how many bytes this process has sent to the server listening on
+// unreadBytes returns how many bytes this process has sent to the server listening on
 // port that the server has not read yet: the receive queues (Linux /proc/net/tcp*) of the
 // server's ends of this process's established connections to port. While mosquitto is
 // stopped (SIGSTOP) everything the client writes stays there, so it tells that publishes
 // were written and are in flight, without guessing with a sleep.
-func foUnreadBytes(port int) (int, error) {
+func unreadBytes(port int) (int, error) {
 	ours := map[string]bool{} // socket inodes of this process
 	dir := "/proc/self/fd"
 	ents, err := os.ReadDir(dir)
@@ -225,10 +127,10 @@ func foUnreadBytes(port int) (int, error) {
 	return total, nil
 }
 
-// foPublishLen is the size of an MQTT 5 QoS 1 PUBLISH without properties. The client
-// may send less: a repeated topic goes as a topic alias (an empty topic and 3 bytes of
-// property) where the server allows aliases; foAliasedLen is that size.
-func foPublishLen(topic string, payload int) int {
+// publishLen is the size of an MQTT 5 QoS 1 PUBLISH without properties. The client may
+// send less: a repeated topic goes as a topic alias (an empty topic and 3 bytes of
+// property) where the server allows aliases; aliasedLen is that size.
+func publishLen(topic string, payload int) int {
 	rem := 2 + len(topic) + 2 + 1 + payload
 	n := 2
 	for r := rem; r >= 128; r /= 128 {
@@ -237,180 +139,14 @@ func foPublishLen(topic string, payload int) int {
 	return n - 1 + rem
 }
 
-// foAliasedLen is the size of an MQTT 5 QoS 1 PUBLISH that names its topic by alias.
-func foAliasedLen(payload int) int { return foPublishLen("", payload) + 3 }
-
-// foSeen collects what the mosquitto_sub subscribers of a test received: message ids
-// (the payload, 4 bytes big-endian) per node.
-type foSeen struct {
-	mu      sync.Mutex
-	byNode  [][]bool // [node][id]
-	count   []int    // [id] receipts over all nodes, duplicates included
-	nodeN   []int    // distinct ids per node
-	all     int      // distinct ids over all nodes
-	bad     []string // payloads that were no id of this test
-	changed chan struct{}
-}
-
-func newFoSeen(nodes, n int) *foSeen {
-	s := &foSeen{byNode: make([][]bool, nodes), count: make([]int, n), nodeN: make([]int, nodes), changed: make(chan struct{}, 1)}
-	for i := range s.byNode {
-		s.byNode[i] = make([]bool, n)
-	}
-	return s
-}
-
-// drain records every message of sub as received on node, until sub is closed.
-func (s *foSeen) drain(node int, sub *mosquittotest.Sub) {
-	for m := range sub.Messages() {
-		s.record(node, m.Payload, m.Topic)
-	}
-}
-
-// record notes a message received on node.
-func (s *foSeen) record(node int, payload []byte, topic string) {
-	s.mu.Lock()
-	if len(payload) == 4 && int(binary.BigEndian.Uint32(payload)) < len(s.count) {
-		id := binary.BigEndian.Uint32(payload)
-		if s.count[id] == 0 {
-			s.all++
-		}
-		s.count[id]++
-		if !s.byNode[node][id] {
-			s.byNode[node][id] = true
-			s.nodeN[node]++
-		}
-	} else if len(s.bad) < 10 {
-		s.bad = append(s.bad, fmt.Sprintf("%q on %q", payload, topic))
-	}
-	s.mu.Unlock()
-	select {
-	case s.changed <- struct{}{}:
-	default:
-	}
-}
-
-func (s *foSeen) distinctAll() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.all
-}
-
-func (s *foSeen) distinct(node int) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.nodeN[node]
-}
-
-// missing returns the ids in want that no subscriber received.
-func (s *foSeen) missing(want []int) []int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []int
-	for _, id := range want {
-		if s.count[id] == 0 {
-			out = append(out, id)
-		}
-	}
-	return out
-}
-
-// waitAll waits until every id in want was received by some subscriber, or until d has
-// passed, and returns the ids still missing.
-func (s *foSeen) waitAll(want []int, d time.Duration) []int {
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	for {
-		miss := s.missing(want)
-		if len(miss) == 0 {
-			return nil
-		}
-		select {
-		case <-s.changed:
-		case <-timer.C:
-			return s.missing(want)
-		}
-	}
-}
-
-// foStream publishes messages 0, 1, ... at a steady rate, each with its number as a 4-byte
-// big-endian payload and prefix+number as closure, all results to one channel.
-type foStream struct {
-	sent   atomic.Int64       // requests handed to PublishAsync so far
-	pause  chan chan struct{} // Pause → producer: hold until this channel is closed
-	stop   chan struct{}      // closed to end the stream early
-	done   chan struct{}      // closed when the producer has returned
-	finish func()             // stops the producer and waits for it; idempotent
-}
-
-// startFoStream starts publishing n messages (or until d has passed, when d > 0) at rate
-// per second, bounded by ctx. When the test ends the producer is stopped, its requests'
-// context cancelled (so that it cannot stay blocked in PublishAsync), and it is awaited.
-func startFoStream(t *testing.T, c *mdclient.Client, ctx context.Context, topic, prefix string, rate float64, n int, d time.Duration, results chan mdclient.PublishResult) *foStream {
-	s := &foStream{pause: make(chan chan struct{}), stop: make(chan struct{}), done: make(chan struct{})}
-	ctx, cancel := context.WithCancel(ctx)
-	var once sync.Once
-	s.finish = func() {
-		once.Do(func() {
-			close(s.stop)
-			cancel()
-		})
-		<-s.done
-	}
-	t.Cleanup(s.finish) // cleanups run last-in first-out: before the client's Close
-	go func() {
-		defer close(s.done)
-		tick := time.NewTicker(2 * time.Millisecond)
-		defer tick.Stop()
-		start := time.Now()
-		for i := 0; i < n; {
-			if d > 0 && time.Since(start) >= d {
-				return
-			}
-			due := min(n, int(time.Since(start).Seconds()*rate)+1)
-			for ; i < due; i++ {
-				payload := make([]byte, 4)
-				binary.BigEndian.PutUint32(payload, uint32(i))
-				c.PublishAsync(ctx, mdclient.PublishRequest{
-					Message: mdclient.Message{Subject: topic, Content: payload, Closure: prefix + strconv.Itoa(i)},
-					Result:  results,
-				})
-				s.sent.Store(int64(i + 1))
-			}
-			select {
-			case <-tick.C:
-			case resume := <-s.pause:
-				select {
-				case <-resume:
-				case <-s.stop:
-					return
-				}
-				// Carry on at the same rate, without a burst to make up for the pause.
-				start = time.Now().Add(-time.Duration(float64(i) / rate * float64(time.Second)))
-			case <-s.stop:
-				return
-			}
-		}
-	}()
-	return s
-}
-
-// Pause holds the producer between two requests and returns the function that lets it
-// go on. It reports false if the stream has ended.
-func (s *foStream) Pause() (resume func(), ok bool) {
-	ch := make(chan struct{})
-	select {
-	case s.pause <- ch:
-		return func() { close(ch) }, true
-	case <-s.done:
-		return func() {}, false
-	}
-}
+// aliasedLen is the size of an MQTT 5 QoS 1 PUBLISH that names its topic by alias.
+func aliasedLen(payload int) int { return publishLen("", payload) + 3 }
 
 // TestFailoverKill: three mosquitto nodes, a steady stream of QoSGuaranteed publishes, and
 // the node in use is killed (SIGKILL) mid-stream. Every request gets exactly one result,
-// every message reported OK reached a subscriber, publishing resumes on another node
-// within a second, Events reports the change, and the messages in flight were resent.
+// every message reported OK reached a subscriber (the ledger checks both), publishing
+// resumes on another node within a second, Events reports the change, and the messages
+// in flight were resent.
 //
 // Just before the kill, two things make the outcome depend on the client alone:
 //   - the stream pauses for a moment until the node's subscriber has received every
@@ -427,31 +163,26 @@ func TestFailoverKill(t *testing.T) {
 		rate      = 6000 // publishes per second: well within what one mosquitto_sub can print
 		killAfter = 6000 // OK results before the kill
 		topic     = "failover/stream"
+		prefix    = "fo-"
 	)
-	nodes := []*mosquittotest.Broker{foNode(t, allowToken), foNode(t, allowToken), foNode(t, allowToken)}
+	nodes := []*mosquittotest.Broker{mosquittoNode(t, allowToken), mosquittoNode(t, allowToken), mosquittoNode(t, allowToken)}
 	servers := []string{nodes[0].WSAddr(), nodes[1].TCPAddr(), nodes[2].WSAddr()}
 	index := map[string]int{}
+	led := newLedger("failover-kill", "failover/")
+	subName := func(i int) string { return "sub-" + strconv.Itoa(i) }
 	for i, s := range servers {
 		index[s] = i
+		// The nodes are not bridged: a message reaches the subscriber of the node that
+		// acknowledged it, or none.
+		led.server(s, strconv.Itoa(i))
+		led.subscriber(subName(i), strconv.Itoa(i))
+		led.watchMosquitto(t, subName(i), nodes[i], "failover/#")
 	}
 
-	seen := newFoSeen(len(nodes), n)
-	var drains sync.WaitGroup
-	t.Cleanup(drains.Wait) // runs after the subscribers' own cleanups have closed them
-	for i, b := range nodes {
-		sub := b.Subscribe(t, "sub", subPassword, "failover/#")
-		drains.Add(1)
-		go func() {
-			defer drains.Done()
-			seen.drain(i, sub)
-		}()
-	}
-
-	log := &foLog{}
-	c := newClient(t, allowToken, servers, mdclient.WithUsername("pub"), mdclient.WithLogger(log.logger()))
+	c := newClient(t, allowToken, servers, mdclient.WithUsername("pub"))
 	ctx := ctxTimeout(t, 90*time.Second)
 	results := make(chan mdclient.PublishResult, 4096)
-	stream := startFoStream(t, c, ctx, topic, "fo-", rate, n, 0, results)
+	stream := startStream(t, c, ctx, led, topic, prefix, rate, n, 0, results)
 
 	const (
 		streaming = iota
@@ -460,28 +191,29 @@ func TestFailoverKill(t *testing.T) {
 		killed
 	)
 	var (
-		phase      = streaming
-		got        = make([]uint8, n)
-		server     = make([]string, n)
-		status     = map[mdclient.Status]int{}
-		okFrom     = map[string]int{}
-		okIDs      []int
-		received   int
-		events     []foTimedEvent
-		victim     = -1
-		resume     func()
-		phaseEnd   time.Time
-		caughtUp   bool
-		pausedAt   time.Time
-		stopAt     time.Time
-		killAt     time.Time
-		unread     int
-		resumedAt  time.Time
-		resumedOn  string
-		lastServer string
-		failures   []string
+		phase        = streaming
+		status       = map[mdclient.Status]int{}
+		okFrom       = map[string]int{}
+		okCount      int
+		received     int
+		events       []timedEvent
+		victim       = -1
+		resume       func()
+		phaseEnd     time.Time
+		caughtUp     bool
+		pausedAt     time.Time
+		stopAt       time.Time
+		resentAtStop uint64
+		killAt       time.Time
+		unread       int
+		resumedAt    time.Time
+		resumedOn    string
+		lastServer   string
+		failures     []string
 	)
-	inflightMin := 50 * foAliasedLen(4)
+	// At least 50 publishes in flight: the payloads name their request, and none is
+	// longer than the last one's.
+	inflightMin := 50 * aliasedLen(len(led.payload(prefix+strconv.Itoa(n-1), 0)))
 	poll := time.NewTicker(time.Millisecond)
 	defer poll.Stop()
 	// Generous bounds: on a loaded machine mosquitto_sub falls seconds behind the stream.
@@ -492,15 +224,10 @@ func TestFailoverKill(t *testing.T) {
 		select {
 		case r := <-results:
 			received++
-			id, err := strconv.Atoi(strings.TrimPrefix(r.Closure, "fo-"))
-			if err != nil || id < 0 || id >= n || !strings.HasPrefix(r.Closure, "fo-") {
-				t.Fatalf("result with unknown closure %q: %+v", r.Closure, r)
+			led.result("results", results, r)
+			if v, bad := led.firstProblem(); bad {
+				t.Fatal(v)
 			}
-			got[id]++
-			if got[id] > 1 {
-				t.Fatalf("closure %s: a second result %+v (first from %s)", r.Closure, r, server[id])
-			}
-			server[id] = r.Server
 			status[r.Status]++
 			if r.Status != mdclient.NotifyPublishOK {
 				if len(failures) < 10 {
@@ -512,21 +239,21 @@ func TestFailoverKill(t *testing.T) {
 				t.Fatalf("closure %s: OK from unknown server %q", r.Closure, r.Server)
 			}
 			okFrom[r.Server]++
-			okIDs = append(okIDs, id)
+			okCount++
 			lastServer = r.Server
 			if phase == killed && resumedAt.IsZero() && r.Server != servers[victim] {
 				resumedAt, resumedOn = time.Now(), r.Server
 			}
 		case ev := <-c.Events():
-			events = append(events, foTimedEvent{ev, time.Now()})
+			events = append(events, timedEvent{ev, time.Now()})
 		case <-poll.C:
 		case <-deadline.C:
-			t.Fatalf("%d of %d results after 60 s (phase %d); statuses %v\nevents:\n%s", received, n, phase, status, foEventsString(events))
+			t.Fatalf("%d of %d results after 60 s (phase %d); statuses %v\nevents:\n%s", received, n, phase, status, describeEvents(events))
 		}
 
 		switch phase {
 		case streaming:
-			if len(okIDs) >= killAfter {
+			if okCount >= killAfter {
 				var ok bool
 				if resume, ok = stream.Pause(); !ok {
 					t.Fatal("the stream ended before the kill")
@@ -536,19 +263,20 @@ func TestFailoverKill(t *testing.T) {
 			}
 		case catchingUp:
 			// Everything sent so far went to the victim, the only node used yet.
-			caughtUp = seen.distinct(victim) >= int(stream.sent.Load())
+			caughtUp = led.distinct(subName(victim)) >= int(stream.sent.Load())
 			if caughtUp || time.Now().After(phaseEnd) {
 				if !caughtUp {
 					t.Logf("the subscriber of %s has %d of the %d messages sent after %v (OK from it: %d); freezing it anyway",
-						servers[victim], seen.distinct(victim), stream.sent.Load(), catchUpWithin, okFrom[servers[victim]])
+						servers[victim], led.distinct(subName(victim)), stream.sent.Load(), catchUpWithin, okFrom[servers[victim]])
 				}
 				nodes[victim].Stop()
 				stopAt = time.Now()
+				resentAtStop = c.Stats().Resent
 				resume()
 				phase, phaseEnd = stopped, stopAt.Add(5*time.Second)
 			}
 		case stopped:
-			u, err := foUnreadBytes(foPort(t, servers[victim]))
+			u, err := unreadBytes(serverPort(t, servers[victim]))
 			if err != nil {
 				t.Fatalf("reading the socket queues: %v", err)
 			}
@@ -567,13 +295,13 @@ func TestFailoverKill(t *testing.T) {
 	for more := true; more; {
 		select {
 		case ev := <-c.Events():
-			events = append(events, foTimedEvent{ev, time.Now()})
+			events = append(events, timedEvent{ev, time.Now()})
 		default:
 			more = false
 		}
 	}
 	if phase != killed {
-		t.Fatalf("the stream ended before the kill (phase %d, %d OK)", phase, len(okIDs))
+		t.Fatalf("the stream ended before the kill (phase %d, %d OK)", phase, okCount)
 	}
 	killedAddr := servers[victim]
 	t.Logf("killed %s after %d OK: stream paused %v (subscriber caught up: %v), node frozen %v with %d bytes unread; resumed on %s after %v",
@@ -581,12 +309,8 @@ func TestFailoverKill(t *testing.T) {
 		resumedOn, resumedAt.Sub(killAt).Round(time.Millisecond))
 	t.Logf("statuses %v; OK per server %v", status, okFrom)
 
-	// Exactly one result each: a second one failed above; none missing.
-	for id, k := range got {
-		if k != 1 {
-			t.Fatalf("closure fo-%d: %d results", id, k)
-		}
-	}
+	// Exactly one result each: a second one failed above, and n came in (check, below,
+	// reports any request without one).
 	if status[mdclient.NotifyPublishOK] != n {
 		t.Errorf("%d of %d OK, statuses %v; first others:\n  %s", status[mdclient.NotifyPublishOK], n, status, strings.Join(failures, "\n  "))
 	}
@@ -614,55 +338,28 @@ func TestFailoverKill(t *testing.T) {
 		}
 	}
 	if down < 0 || up < 0 {
-		t.Errorf("want NOTIFY_SERVER_DOWN for %s then NOTIFY_SERVER_UP for another; events:\n%s", killedAddr, foEventsString(events))
+		t.Errorf("want NOTIFY_SERVER_DOWN for %s then NOTIFY_SERVER_UP for another; events:\n%s", killedAddr, describeEvents(events))
 	} else if events[down].Err == nil {
 		t.Errorf("NOTIFY_SERVER_DOWN for %s without a reason", killedAddr)
 	}
 
 	// The messages in flight on the killed node were sent again.
-	var resent int64
-	for _, r := range log.find(foMsgResend) {
-		if r.Time.Before(stopAt) {
-			continue
-		}
-		k, ok := foInt(r.Attrs["count"])
-		if !ok {
-			t.Errorf("%q record with count %v (%T)", foMsgResend, r.Attrs["count"], r.Attrs["count"])
-		}
-		resent += k
-	}
-	if resent <= 0 {
-		t.Errorf("no %q record with count > 0 after the kill; client log:\n%s", foMsgResend, log.dump())
+	resent := c.Stats().Resent - resentAtStop
+	if resent == 0 {
+		t.Errorf("no message resent after the kill (Stats.Resent %d when the node was frozen, %d now)", resentAtStop, c.Stats().Resent)
 	}
 
-	// Zero acknowledged loss: every message reported OK reached some subscriber.
-	if miss := seen.waitAll(okIDs, 40*time.Second); len(miss) > 0 {
-		var b strings.Builder
-		for _, id := range miss[:min(len(miss), 10)] {
-			fmt.Fprintf(&b, "  fo-%d acknowledged by %s\n", id, server[id])
-		}
-		t.Errorf("%d messages reported OK reached no subscriber (subscriber of the killed node caught up before the freeze: %v); first:\n%s",
-			len(miss), caughtUp, b.String())
+	// Zero acknowledged loss: every message reported OK reached the subscriber of the node
+	// that acknowledged it. And no FAILED message reached one, nor a stranger's.
+	if miss := led.awaitReceived(40 * time.Second); miss > 0 {
+		t.Logf("%d messages reported OK still unreceived after 40 s (subscriber of the killed node caught up before the freeze: %v)", miss, caughtUp)
 	}
-	seen.mu.Lock()
-	dups := 0
-	for _, k := range seen.count {
-		if k > 1 {
-			dups++
-		}
+	failViolations(t, "", led.check())
+	if strays := led.counts().Strays; strays > 0 {
+		t.Errorf("subscribers received %d messages that are none of ours", strays)
 	}
-	bad := seen.bad
-	seen.mu.Unlock()
-	if len(bad) > 0 {
-		t.Errorf("subscribers received messages that are none of ours: %v", bad)
-	}
-	t.Logf("resent %d; %d messages received twice (resends of messages the killed node had routed)", resent, dups)
-
-	select {
-	case r := <-results:
-		t.Errorf("a result beyond the %d requests: %+v", n, r)
-	default:
-	}
+	t.Logf("resent %d; %d messages received twice (resends of messages the killed node had routed)", resent, led.receivedTwice())
+	noMore(t, results)
 }
 
 // TestAllServersDown: every node of the cluster dies, then one comes back. Requests wait,
@@ -676,44 +373,13 @@ func TestAllServersDown(t *testing.T) {
 		nExpired = 20
 		nWaiting = 20
 	)
-	nodes := []*mosquittotest.Broker{foNode(t, allowToken), foNode(t, allowToken)}
+	nodes := []*mosquittotest.Broker{mosquittoNode(t, allowToken), mosquittoNode(t, allowToken)}
 	servers := []string{nodes[0].TCPAddr(), nodes[1].WSAddr()}
-	log := &foLog{}
 	// Start on the TCP node alone, so that the bytes waiting in its socket are exactly the
 	// publishes written to it (WebSocket framing would blur the count), then give the client
 	// the whole cluster: the live connection is kept until it fails.
-	c := newClient(t, allowToken, servers[:1], mdclient.WithUsername("pub"), mdclient.WithLogger(log.logger()),
+	c := newClient(t, allowToken, servers[:1], mdclient.WithUsername("pub"),
 		mdclient.WithReconnectTimeInterval(20*time.Millisecond), mdclient.WithReconnectMaxDelay(100*time.Millisecond))
-	var events []foTimedEvent
-	nextEvent := func(d time.Duration, match func(mdclient.Event) bool) bool {
-		timer := time.NewTimer(d)
-		defer timer.Stop()
-		for {
-			select {
-			case ev := <-c.Events():
-				events = append(events, foTimedEvent{ev, time.Now()})
-				if match(ev) {
-					return true
-				}
-			case <-timer.C:
-				return false
-			}
-		}
-	}
-	// Collects n results from ch within d, and checks each.
-	collect := func(name string, ch <-chan mdclient.PublishResult, n int, d time.Duration, check func(mdclient.PublishResult, time.Time)) {
-		t.Helper()
-		timer := time.NewTimer(d)
-		defer timer.Stop()
-		for i := range n {
-			select {
-			case r := <-ch:
-				check(r, time.Now())
-			case <-timer.C:
-				t.Fatalf("%s: %d of %d results within %v", name, i, n, d)
-			}
-		}
-	}
 
 	first := <-c.PublishAsync(ctxTimeout(t, 10*time.Second), mdclient.PublishRequest{Message: mdclient.Message{Subject: "alldown/first"}})
 	wantStatus(t, first.Status, first.Err, mdclient.NotifyPublishNoSubscriber, mdclient.ErrNoSubscriber)
@@ -724,89 +390,74 @@ func TestAllServersDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	cur, other := 0, 1
+	// publish makes n requests (closures "0".."n-1", payloads group and i) with results on
+	// a channel of their own.
+	publish := func(ctx context.Context, n int, group byte, subject func(i int) string, retained bool) chan mdclient.PublishResult {
+		ch := make(chan mdclient.PublishResult, n)
+		for i := range n {
+			c.PublishAsync(ctx, mdclient.PublishRequest{Result: ch, Message: mdclient.Message{
+				Subject: subject(i), Content: []byte{group, 0, 0, byte(i)}, Closure: strconv.Itoa(i), Retained: retained}})
+		}
+		return ch
+	}
 
 	// Freeze it and write messages to it that it will never acknowledge.
 	nodes[cur].Stop()
 	writtenBy := time.Now().Add(2 * time.Second)
 	wctx, wcancel := context.WithDeadline(context.Background(), writtenBy)
 	defer wcancel()
-	written := make(chan mdclient.PublishResult, nWritten)
-	for i := range nWritten {
-		c.PublishAsync(wctx, mdclient.PublishRequest{Result: written, Message: mdclient.Message{
-			Subject: "alldown/written", Content: []byte{0, 0, 0, byte(i)}, Closure: "w" + strconv.Itoa(i)}})
+	written := publish(wctx, nWritten, 0, func(int) string { return "alldown/written" }, false)
+	want := nWritten * aliasedLen(4)
+	var u int
+	var uerr error
+	if !eventually(time.Until(writtenBy)-time.Second, func() bool {
+		u, uerr = unreadBytes(serverPort(t, servers[cur]))
+		return uerr != nil || u >= want
+	}) {
+		t.Fatalf("only %d of ≥ %d bytes written to the frozen node before the deadline", u, want)
 	}
-	want := nWritten * foAliasedLen(4)
-	for poll := time.NewTicker(2 * time.Millisecond); ; {
-		u, err := foUnreadBytes(foPort(t, servers[cur]))
-		if err != nil {
-			t.Fatalf("reading the socket queues: %v", err)
-		}
-		if u >= want {
-			poll.Stop()
-			break
-		}
-		if time.Until(writtenBy) < time.Second {
-			t.Fatalf("only %d of ≥ %d bytes written to the frozen node before the deadline", u, want)
-		}
-		<-poll.C
+	if uerr != nil {
+		t.Fatalf("reading the socket queues: %v", uerr)
 	}
 
 	// Kill every node, the one in use last so that the client cannot fail over.
+	resentBefore := c.Stats().Resent
 	nodes[other].Kill()
 	nodes[cur].Kill()
-	killedAt := time.Now()
 	// The client notices: the lost connection and the failed attempt on the other node.
 	for _, s := range []string{servers[cur], servers[other]} {
-		if !nextEvent(5*time.Second, func(ev mdclient.Event) bool { return ev.Type == mdclient.NotifyServerDown && ev.Server == s }) {
-			t.Fatalf("no NOTIFY_SERVER_DOWN for %s; events:\n%s", s, foEventsString(events))
-		}
+		awaitEvent(t, c, mdclient.NotifyServerDown, s, 5*time.Second)
 	}
 
 	// Requests made while no node is up.
 	expiredBy := time.Now().Add(300 * time.Millisecond)
 	ectx, ecancel := context.WithDeadline(context.Background(), expiredBy)
 	defer ecancel()
-	expired := make(chan mdclient.PublishResult, nExpired)
-	for i := range nExpired {
-		c.PublishAsync(ectx, mdclient.PublishRequest{Result: expired, Message: mdclient.Message{
-			Subject: "alldown/expired", Content: []byte{1, 0, 0, byte(i)}, Closure: "e" + strconv.Itoa(i)}})
-	}
+	expired := publish(ectx, nExpired, 1, func(int) string { return "alldown/expired" }, false)
 	// Retained, each on its own topic, so that a subscriber arriving after the restart can
 	// tell that they were published.
-	waiting := make(chan mdclient.PublishResult, nWaiting)
-	wait := ctxTimeout(t, 20*time.Second)
-	for i := range nWaiting {
-		c.PublishAsync(wait, mdclient.PublishRequest{Result: waiting, Message: mdclient.Message{
-			Subject: "alldown/late/" + strconv.Itoa(i), Content: []byte{2, 0, 0, byte(i)}, Closure: "l" + strconv.Itoa(i), Retained: true}})
-	}
+	waiting := publish(ctxTimeout(t, 20*time.Second), nWaiting, 2, func(i int) string { return "alldown/late/" + strconv.Itoa(i) }, true)
 
-	collect("never written", expired, nExpired, 10*time.Second, func(r mdclient.PublishResult, at time.Time) {
-		if at.Before(expiredBy) {
-			t.Errorf("%s: result %v before its context ended", r.Closure, at.Sub(expiredBy))
+	collectEach(t, expired, nExpired, 10*time.Second, func(i int, r mdclient.PublishResult) {
+		if at := time.Now(); at.Before(expiredBy) {
+			t.Errorf("never written %d: result %v before its context ended", i, at.Sub(expiredBy))
 		}
 		if r.Status != mdclient.NotifyPublishFailed || !errors.Is(r.Err, mdclient.ErrFailed) || !errors.Is(r.Err, mdclient.ErrTimeout) ||
 			!errors.Is(r.Err, mdclient.ErrNoServers) || !errors.Is(r.Err, context.DeadlineExceeded) {
-			t.Errorf("%s: %s %v, want NOTIFY_PUBLISH_FAILED wrapping ErrFailed, ErrTimeout, ErrNoServers and context.DeadlineExceeded", r.Closure, r.Status, r.Err)
+			t.Errorf("never written %d: %s %v, want NOTIFY_PUBLISH_FAILED wrapping ErrFailed, ErrTimeout, ErrNoServers and context.DeadlineExceeded", i, r.Status, r.Err)
 		}
 	})
-	collect("written", written, nWritten, 10*time.Second, func(r mdclient.PublishResult, at time.Time) {
-		if at.Before(writtenBy) {
-			t.Errorf("%s: result %v before its context ended", r.Closure, at.Sub(writtenBy))
+	collectEach(t, written, nWritten, 10*time.Second, func(i int, r mdclient.PublishResult) {
+		if at := time.Now(); at.Before(writtenBy) {
+			t.Errorf("written %d: result %v before its context ended", i, at.Sub(writtenBy))
 		}
 		if r.Status != mdclient.NotifyPublishTimeout || !errors.Is(r.Err, mdclient.ErrTimeout) {
-			t.Errorf("%s: %s %v, want NOTIFY_PUBLISH_TIMEOUT wrapping ErrTimeout", r.Closure, r.Status, r.Err)
+			t.Errorf("written %d: %s %v, want NOTIFY_PUBLISH_TIMEOUT wrapping ErrTimeout", i, r.Status, r.Err)
 		}
 	})
 	// The messages written to the node that died were queued to be sent again.
-	var resent int64
-	for _, r := range log.find(foMsgResend) {
-		if !r.Time.Before(killedAt.Add(-time.Second)) {
-			k, _ := foInt(r.Attrs["count"])
-			resent += k
-		}
-	}
-	if resent != nWritten {
-		t.Errorf("%d messages queued for resending after the kill, want %d; client log:\n%s", resent, nWritten, log.dump())
+	if resent := c.Stats().Resent - resentBefore; resent != nWritten {
+		t.Errorf("%d messages queued for resending after the kill, want %d", resent, nWritten)
 	}
 
 	// Those with time left are still waiting.
@@ -817,18 +468,18 @@ func TestAllServersDown(t *testing.T) {
 	}
 	nodes[other].Restart(t)
 	restartedAt := time.Now()
-	collect("waiting", waiting, nWaiting, 10*time.Second, func(r mdclient.PublishResult, at time.Time) {
+	collectEach(t, waiting, nWaiting, 10*time.Second, func(i int, r mdclient.PublishResult) {
 		// Retained and with no subscriber yet: mosquitto stores it and answers 0x10.
 		if r.Status != mdclient.NotifyPublishNoSubscriber && r.Status != mdclient.NotifyPublishOK {
-			t.Errorf("%s: %s %v after the restart, want it published", r.Closure, r.Status, r.Err)
+			t.Errorf("waiting %d: %s %v after the restart, want it published", i, r.Status, r.Err)
 		}
 		if r.Server != servers[other] {
-			t.Errorf("%s: answered by %q, want the restarted %s", r.Closure, r.Server, servers[other])
+			t.Errorf("waiting %d: answered by %q, want the restarted %s", i, r.Server, servers[other])
 		}
 	})
 	t.Logf("waiting requests published %v after the restart", time.Since(restartedAt).Round(time.Millisecond))
-	if !nextEvent(5*time.Second, func(ev mdclient.Event) bool { return ev.Type == mdclient.NotifyServerUp && ev.Server == servers[other] }) {
-		t.Errorf("no NOTIFY_SERVER_UP for the restarted %s; events:\n%s", servers[other], foEventsString(events))
+	if _, _, seen, ok := nextEvent(c, mdclient.NotifyServerUp, servers[other], 5*time.Second); !ok {
+		t.Errorf("no NOTIFY_SERVER_UP for the restarted %s; events: %v", servers[other], seen)
 	}
 	// The restarted node really has them.
 	sub := nodes[other].Subscribe(t, "sub", subPassword, "alldown/late/#")
@@ -842,12 +493,12 @@ func TestAllServersDown(t *testing.T) {
 	}
 }
 
-// foPolicy is the reconnect policy as documented in options.go, to bound what the client
-// may do: attempts in rounds of one per server, the attempts of a round one after another
-// at once; the first round of a quick phase of quick rounds waits quickDelay, then a
-// truncated exponential backoff from interval to maxDelay, every backoff delay drawn from
-// [d/2, d].
-type foPolicy struct {
+// reconnectPolicy is the reconnect policy as documented in options.go, to bound what the
+// client may do: attempts in rounds of one per server, the attempts of a round one after
+// another at once; the first round of a quick phase of quick rounds waits quickDelay,
+// then a truncated exponential backoff from interval to maxDelay, every backoff delay
+// drawn from [d/2, d].
+type reconnectPolicy struct {
 	quick              int
 	quickDelay         time.Duration
 	interval, maxDelay time.Duration
@@ -856,7 +507,7 @@ type foPolicy struct {
 
 // roundDelay is the range of the delay before round n, where n is the number of rounds
 // in which every server failed since the last working connection (0 for the very first).
-func (p foPolicy) roundDelay(n int) (lo, hi time.Duration) {
+func (p reconnectPolicy) roundDelay(n int) (lo, hi time.Duration) {
 	if n == 0 || n < p.quick {
 		return p.quickDelay, p.quickDelay
 	}
@@ -869,7 +520,7 @@ func (p foPolicy) roundDelay(n int) (lo, hi time.Duration) {
 }
 
 // delayRange is the range of the delay before attempt k (0 for the very first).
-func (p foPolicy) delayRange(k int) (lo, hi time.Duration) {
+func (p reconnectPolicy) delayRange(k int) (lo, hi time.Duration) {
 	if k%p.servers != 0 {
 		return 0, 0
 	}
@@ -877,7 +528,7 @@ func (p foPolicy) delayRange(k int) (lo, hi time.Duration) {
 }
 
 // maxAttempts is the most attempts the policy allows within w of the first one.
-func (p foPolicy) maxAttempts(w time.Duration) int {
+func (p reconnectPolicy) maxAttempts(w time.Duration) int {
 	var at time.Duration
 	for n := 1; ; n++ {
 		lo, _ := p.delayRange(n)
@@ -891,19 +542,180 @@ func (p foPolicy) maxAttempts(w time.Duration) int {
 	}
 }
 
-// TestTokenRefused: servers that refuse the entitlement token (CONNACK 0x87).
+// connLog is a TCP forwarder in front of a server that records every connection it
+// accepts: when, and the reason code of the CONNACK the server answered with. It sees a
+// client's connection attempts from outside the client. An attempt's time is taken as
+// it is accepted, before a byte of it is forwarded: so the time between two attempts is
+// at least the client's delay between the end of the first and the start of the second.
+type connLog struct {
+	ln     net.Listener
+	target string // host:port
+	wg     sync.WaitGroup
+
+	mu     sync.Mutex
+	closed bool
+	conns  []*loggedConn
+	socks  []net.Conn // closed by close
+}
+
+type loggedConn struct {
+	at    time.Time
+	reply []byte // the first bytes the server sent (up to 512); guarded by connLog.mu
+}
+
+// attempt is a connection a connLog accepted.
+type attempt struct {
+	server string        // as the client names it
+	at     time.Time     // when it was accepted
+	reason int           // the reason code of the server's CONNACK; -1 while none came
+	since  time.Duration // at, relative to the first attempt of the list it is in
+}
+
+func (a attempt) String() string {
+	return fmt.Sprintf("%s at +%v: CONNACK %#x", a.server, a.since.Round(time.Millisecond), a.reason)
+}
+
+// newConnLog starts a connLog in front of target ("host:port"), closed when the test ends.
+func newConnLog(t *testing.T, target string) *connLog {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &connLog{ln: ln, target: target}
+	l.wg.Add(1)
+	go l.accept()
+	t.Cleanup(l.close)
+	return l
+}
+
+// tcp and ws are the connLog's address as a server entry for MQTT over TCP and over
+// WebSocket.
+func (l *connLog) tcp() string { return "tcp://" + l.ln.Addr().String() }
+func (l *connLog) ws() string  { return "ws://" + l.ln.Addr().String() + "/mqtt" }
+
+func (l *connLog) accept() {
+	defer l.wg.Done()
+	for {
+		client, err := l.ln.Accept()
+		if err != nil {
+			return
+		}
+		lc := &loggedConn{at: time.Now()}
+		server, err := net.Dial("tcp", l.target)
+		l.mu.Lock()
+		l.conns = append(l.conns, lc)
+		ok := err == nil && !l.closed
+		if ok {
+			l.socks = append(l.socks, client, server)
+		}
+		l.mu.Unlock()
+		if !ok {
+			client.Close()
+			if server != nil {
+				server.Close()
+			}
+			continue
+		}
+		l.wg.Add(2)
+		go func() {
+			defer l.wg.Done()
+			io.Copy(server, client)
+			server.Close()
+			client.Close()
+		}()
+		go func() {
+			defer l.wg.Done()
+			buf := make([]byte, 32<<10)
+			for {
+				n, err := server.Read(buf)
+				if n > 0 {
+					l.mu.Lock()
+					lc.reply = append(lc.reply, buf[:min(n, 512-len(lc.reply))]...)
+					l.mu.Unlock()
+					if _, err := client.Write(buf[:n]); err != nil {
+						break
+					}
+				}
+				if err != nil {
+					break
+				}
+			}
+			client.Close()
+			server.Close()
+		}()
+	}
+}
+
+func (l *connLog) close() {
+	l.ln.Close()
+	l.mu.Lock()
+	l.closed = true
+	for _, c := range l.socks {
+		c.Close()
+	}
+	l.mu.Unlock()
+	l.wg.Wait()
+}
+
+// attempts returns the connections accepted so far, named server, in order.
+func (l *connLog) attempts(server string) []attempt {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]attempt, len(l.conns))
+	for i, c := range l.conns {
+		out[i] = attempt{server: server, at: c.at, reason: connackReason(c.reply)}
+	}
+	return out
+}
+
+// allAttempts merges the attempts on several connLogs (servers[i] names logs[i]) in the
+// order they were accepted.
+func allAttempts(logs []*connLog, servers []string) []attempt {
+	var out []attempt
+	for i, l := range logs {
+		out = append(out, l.attempts(servers[i])...)
+	}
+	slices.SortFunc(out, func(a, b attempt) int { return a.at.Compare(b.at) })
+	for i := range out {
+		out[i].since = out[i].at.Sub(out[0].at)
+	}
+	return out
+}
+
+// connackReason returns the reason code of the CONNACK that starts what a server sent
+// (for a WebSocket, its first frame after the HTTP response), or -1 if it is not there.
+func connackReason(b []byte) int {
+	if bytes.HasPrefix(b, []byte("HTTP/")) {
+		_, rest, ok := bytes.Cut(b, []byte("\r\n\r\n"))
+		// A binary frame from the server: unmasked, its length in the second byte.
+		if !ok || len(rest) < 2 || rest[0] != 0x82 || rest[1] >= 126 {
+			return -1
+		}
+		b = rest[2:]
+	}
+	// CONNACK: type 2, a one-byte remaining length, the acknowledge flags, the reason.
+	if len(b) < 4 || b[0] != 0x20 {
+		return -1
+	}
+	return int(b[3])
+}
+
+// TestTokenRefused: servers that refuse the entitlement token (CONNACK 0x87). A connLog
+// in front of each server shows the client's connection attempts and how each was
+// answered.
 func TestTokenRefused(t *testing.T) {
-	refuse1 := foNode(t, "some-other-token")
-	refuse2 := foNode(t, "yet-another-token")
-	accept := foNode(t, allowToken)
+	refuse1 := mosquittoNode(t, "some-other-token")
+	refuse2 := mosquittoNode(t, "yet-another-token")
+	accept := mosquittoNode(t, allowToken)
 
 	// One server refuses, the other accepts: the client ends up on the accepting one. The
 	// weights make the refusing server the first choice and the accepting one a standby.
 	t.Run("some", func(t *testing.T) {
 		sub := accept.Subscribe(t, "sub", subPassword, "token/#")
-		log := &foLog{}
-		servers := []string{"100 " + refuse1.WSAddr(), "0 " + accept.TCPAddr()}
-		c := newClient(t, allowToken, servers, mdclient.WithUsername("pub"), mdclient.WithLogger(log.logger()))
+		refusing := newConnLog(t, refuse1.WSHostPort())
+		servers := []string{"100 " + refusing.ws(), "0 " + accept.TCPAddr()}
+		c := newClient(t, allowToken, servers, mdclient.WithUsername("pub"))
 		ctx := ctxTimeout(t, 10*time.Second)
 		const n = 50
 		results := make(chan mdclient.PublishResult, n)
@@ -911,29 +723,19 @@ func TestTokenRefused(t *testing.T) {
 			c.PublishAsync(ctx, mdclient.PublishRequest{Result: results, Message: mdclient.Message{
 				Subject: "token/some", Content: []byte{0, 0, 0, byte(i)}, Closure: strconv.Itoa(i)}})
 		}
-		for range n {
-			select {
-			case r := <-results:
-				wantStatus(t, r.Status, r.Err, mdclient.NotifyPublishOK, nil)
-				if r.Server != accept.TCPAddr() {
-					t.Fatalf("%s: OK from %q, want the accepting %s", r.Closure, r.Server, accept.TCPAddr())
-				}
-			case <-ctx.Done():
-				t.Fatalf("results missing; client log:\n%s", log.dump())
+		collectEach(t, results, n, 10*time.Second, func(_ int, r mdclient.PublishResult) {
+			wantStatus(t, r.Status, r.Err, mdclient.NotifyPublishOK, nil)
+			if r.Server != accept.TCPAddr() {
+				t.Fatalf("%s: OK from %q, want the accepting %s", r.Closure, r.Server, accept.TCPAddr())
 			}
-		}
+		})
 		for range n {
 			sub.Next(t)
 		}
 		// The refusing server was tried, refused the token, and was reported down.
-		refused := false
-		for _, r := range log.find(foMsgConnectFailed) {
-			if r.Attrs["server"] == refuse1.WSAddr() && strings.Contains(fmt.Sprint(r.Attrs["reason"]), "0x87") {
-				refused = true
-			}
-		}
-		if !refused {
-			t.Errorf("no refused attempt on %s logged; client log:\n%s", refuse1.WSAddr(), log.dump())
+		attempts := refusing.attempts(refusing.ws())
+		if !slices.ContainsFunc(attempts, func(a attempt) bool { return a.reason == 0x87 }) {
+			t.Errorf("no attempt on %s answered with a refusal (0x87); attempts: %v", refusing.ws(), attempts)
 		}
 		var evs []mdclient.Event
 		for len(evs) < 2 {
@@ -944,46 +746,41 @@ func TestTokenRefused(t *testing.T) {
 				t.Fatalf("events so far: %+v", evs)
 			}
 		}
-		if evs[0].Type != mdclient.NotifyServerDown || evs[0].Server != refuse1.WSAddr() || evs[0].Err == nil || !strings.Contains(evs[0].Err.Error(), "0x87") ||
+		if evs[0].Type != mdclient.NotifyServerDown || evs[0].Server != refusing.ws() || evs[0].Err == nil || !strings.Contains(evs[0].Err.Error(), "0x87") ||
 			evs[1].Type != mdclient.NotifyServerUp || evs[1].Server != accept.TCPAddr() {
-			t.Errorf("events %+v, want DOWN %s (0x87), UP %s", evs, refuse1.WSAddr(), accept.TCPAddr())
+			t.Errorf("events %+v, want DOWN %s (0x87), UP %s", evs, refusing.ws(), accept.TCPAddr())
 		}
 	})
 
 	// Two weighted servers refuse, a standby accepts. SetServers documents weight 0 as "a
 	// standby, chosen only when no other server is left".
 	t.Run("standby", func(t *testing.T) {
-		log := &foLog{}
-		servers := []string{refuse1.WSAddr(), refuse2.TCPAddr(), "0 " + accept.WSAddr()}
-		c := newClient(t, allowToken, servers, mdclient.WithUsername("pub"), mdclient.WithLogger(log.logger()),
+		logs := []*connLog{newConnLog(t, refuse1.WSHostPort()), newConnLog(t, refuse2.TCPHostPort()), newConnLog(t, accept.WSHostPort())}
+		names := []string{logs[0].ws(), logs[1].tcp(), logs[2].ws()}
+		standby := names[2]
+		c := newClient(t, allowToken, []string{names[0], names[1], "0 " + standby}, mdclient.WithUsername("pub"),
 			mdclient.WithReconnectTimeInterval(20*time.Millisecond), mdclient.WithReconnectMaxDelay(40*time.Millisecond))
 		res := <-c.PublishAsync(ctxTimeout(t, 1500*time.Millisecond), mdclient.PublishRequest{Message: mdclient.Message{Subject: "token/standby"}})
-		if res.Status != mdclient.NotifyPublishNoSubscriber {
-			tried := map[string]int{}
-			for _, r := range log.find(foMsgConnectFailed) {
-				tried[fmt.Sprint(r.Attrs["server"])]++
-			}
-			if tried[accept.WSAddr()] == 0 && len(log.find("mdclient: connected")) == 0 {
-				t.Fatalf("%s %v; the standby %s was never tried while both weighted servers refused the token (failed attempts per server: %v)",
-					res.Status, res.Err, accept.WSAddr(), tried)
-			}
+		if res.Status != mdclient.NotifyPublishNoSubscriber && len(logs[2].attempts(standby)) == 0 {
+			t.Fatalf("%s %v; the standby %s was never tried while both weighted servers refused the token (attempts: %v)",
+				res.Status, res.Err, standby, allAttempts(logs, names))
 		}
 		wantStatus(t, res.Status, res.Err, mdclient.NotifyPublishNoSubscriber, mdclient.ErrNoSubscriber)
-		if res.Server != accept.WSAddr() {
-			t.Errorf("answered by %q, want the standby %s", res.Server, accept.WSAddr())
+		if res.Server != standby {
+			t.Errorf("answered by %q, want the standby %s", res.Server, standby)
 		}
 	})
 
 	// Every server refuses: publishes are DENIED, and the client keeps trying at the pace
 	// of its reconnect policy, not in a tight loop.
 	t.Run("all", func(t *testing.T) {
-		p := foPolicy{quick: 2, quickDelay: 0, interval: 100 * time.Millisecond, maxDelay: 400 * time.Millisecond, servers: 2}
+		p := reconnectPolicy{quick: 2, quickDelay: 0, interval: 100 * time.Millisecond, maxDelay: 400 * time.Millisecond, servers: 2}
 		const window = 2500 * time.Millisecond
-		log := &foLog{}
-		servers := []string{refuse1.WSAddr(), refuse2.TCPAddr()}
+		logs := []*connLog{newConnLog(t, refuse1.WSHostPort()), newConnLog(t, refuse2.TCPHostPort())}
+		servers := []string{logs[0].ws(), logs[1].tcp()}
 		mark := len(refuse2.Log())
 		started := time.Now()
-		c := newClient(t, allowToken, servers, mdclient.WithUsername("pub"), mdclient.WithLogger(log.logger()),
+		c := newClient(t, allowToken, servers, mdclient.WithUsername("pub"),
 			mdclient.WithQuickReconnectMaxRetries(p.quick), mdclient.WithQuickReconnectInitialDelay(p.quickDelay),
 			mdclient.WithReconnectPolicy(mdclient.TruncatedExponentialBackoff),
 			mdclient.WithReconnectTimeInterval(p.interval), mdclient.WithReconnectMaxDelay(p.maxDelay))
@@ -998,34 +795,36 @@ func TestTokenRefused(t *testing.T) {
 		wantStatus(t, st, err, mdclient.NotifyPublishDenied, mdclient.ErrDenied)
 
 		// Wait until the window after the first attempt is over, then count.
-		recs := log.find(foMsgConnectFailed)
-		if len(recs) == 0 {
-			t.Fatalf("no %q record; client log:\n%s", foMsgConnectFailed, log.dump())
+		atts := allAttempts(logs, servers)
+		if len(atts) == 0 {
+			t.Fatal("no connection attempt on either server")
 		}
-		end := time.NewTimer(time.Until(recs[0].Time.Add(window)))
+		end := time.NewTimer(time.Until(atts[0].at.Add(window)))
 		<-end.C
-		recs = log.find(foMsgConnectFailed)
-		inWindow := 0
-		for _, r := range recs {
-			if !strings.Contains(fmt.Sprint(r.Attrs["reason"]), "0x87") {
-				t.Errorf("attempt on %v failed with %v, want a refusal 0x87", r.Attrs["server"], r.Attrs["reason"])
-			}
-			if r.Time.Sub(recs[0].Time) <= window {
-				inWindow++
+		inWindow := len(slices.DeleteFunc(allAttempts(logs, servers), func(a attempt) bool { return a.since > window }))
+		// Each attempt was refused: the answer to the last ones of the window may still be
+		// on its way.
+		eventually(5*time.Second, func() bool {
+			atts = allAttempts(logs, servers)
+			return !slices.ContainsFunc(atts[:inWindow], func(a attempt) bool { return a.reason < 0 })
+		})
+		for k, a := range atts {
+			if a.reason != 0x87 && (a.reason >= 0 || k < inWindow) {
+				t.Errorf("attempt %d, on %s, answered with %#x, want a refusal 0x87 (-0x1: no CONNACK)", k, a.server, a.reason)
 			}
 		}
 		limit := p.maxAttempts(window)
 		t.Logf("%d attempts within %v of the first (the policy allows at most %d)", inWindow, window, limit)
 		if inWindow > limit {
-			t.Errorf("%d connection attempts within %v, the policy allows at most %d:\n%s", inWindow, window, limit, log.dump())
+			t.Errorf("%d connection attempts within %v, the policy allows at most %d: %v", inWindow, window, limit, atts)
 		}
 		if inWindow < p.quick+2 {
 			t.Errorf("only %d connection attempts within %v: the client stopped trying", inWindow, window)
 		}
 		// Each delay after the quick phase is at least half the policy's delay.
-		for k := 1; k < len(recs); k++ {
+		for k := 1; k < len(atts); k++ {
 			lo, _ := p.delayRange(k)
-			if gap := recs[k].Time.Sub(recs[k-1].Time); gap < lo {
+			if gap := atts[k].at.Sub(atts[k-1].at); gap < lo {
 				t.Errorf("attempt %d came %v after the previous one, the policy says ≥ %v", k, gap, lo)
 			}
 		}
@@ -1050,7 +849,7 @@ func TestTokenRefused(t *testing.T) {
 				more = false
 			}
 		}
-		if !downs[refuse1.WSAddr()] || !downs[refuse2.TCPAddr()] {
+		if !downs[servers[0]] || !downs[servers[1]] {
 			t.Errorf("NOTIFY_SERVER_DOWN with the refusal for %v, want both %v", downs, servers)
 		}
 	})
@@ -1066,68 +865,52 @@ func TestKillsInARow(t *testing.T) {
 		n     = 200000 // more than the test needs: it stops the stream
 		topic = "kills/stream"
 	)
-	nodes := []*mosquittotest.Broker{foNode(t, allowToken), foNode(t, allowToken), foNode(t, allowToken)}
+	nodes := []*mosquittotest.Broker{mosquittoNode(t, allowToken), mosquittoNode(t, allowToken), mosquittoNode(t, allowToken)}
 	servers := []string{nodes[0].TCPAddr(), nodes[1].WSAddr(), nodes[2].TCPAddr()}
 	node := map[string]*mosquittotest.Broker{}
 	for i, s := range servers {
 		node[s] = nodes[i]
 	}
 	c := newClient(t, allowToken, servers, mdclient.WithUsername("pub"))
+	led := newLedger("kills", "kills/")
 	results := make(chan mdclient.PublishResult, 4096)
-	stream := startFoStream(t, c, ctxTimeout(t, 120*time.Second), topic, "", rate, n, 0, results)
+	stream := startStream(t, c, ctxTimeout(t, 120*time.Second), led, topic, "", rate, n, 0, results)
 
-	// oks follows the results: every OK's server, as it arrives.
+	// The results go to the ledger as they come, and every OK's server to oks.
 	type ok struct {
 		server string
 		at     time.Time
 	}
 	oks := make(chan ok, 4096)
-	statuses := map[mdclient.Status]int{}
-	var seen []bool
-	collected := make(chan struct{})
-	var total atomic.Int64
-	stopCollect := make(chan int64)
-	go func() {
-		defer close(collected)
-		want := int64(-1)
-		for want < 0 || total.Load() < want {
+	stopReading := led.read("results", results, func(r mdclient.PublishResult) {
+		if acknowledged(r.Status) { // no subscriber here: NO_SUBSCRIBER
 			select {
-			case r := <-results:
-				total.Add(1)
-				statuses[r.Status]++
-				i, _ := strconv.Atoi(r.Closure)
-				for len(seen) <= i {
-					seen = append(seen, false)
-				}
-				if seen[i] {
-					t.Errorf("two results for %d", i)
-				}
-				seen[i] = true
-				if acknowledged(r.Status) { // no subscriber here: NO_SUBSCRIBER
-					select {
-					case oks <- ok{r.Server, time.Now()}:
-					default: // the test is not watching now
-					}
-				}
-			case want = <-stopCollect:
+			case oks <- ok{r.Server, time.Now()}:
+			default: // the test is not watching now
 			}
 		}
-	}()
+	})
 
-	inUse := func() string { // the server of an OK that came after now
-		since := time.Now()
+	// nextOK returns the next OK that pass accepts, failing the test (saying what was
+	// waited for) when none comes for 10 s.
+	nextOK := func(what string, pass func(ok) bool) ok {
+		t.Helper()
 		timeout := time.NewTimer(10 * time.Second)
 		defer timeout.Stop()
 		for {
 			select {
 			case o := <-oks:
-				if o.at.After(since) {
-					return o.server
+				if pass(o) {
+					return o
 				}
 			case <-timeout.C:
-				t.Fatal("no OK for 10s")
+				t.Fatalf("%s: nothing acknowledged for 10s", what)
 			}
 		}
+	}
+	inUse := func() string { // the server of an OK that came after now
+		since := time.Now()
+		return nextOK("the node in use", func(o ok) bool { return o.at.After(since) }).server
 	}
 	// kill kills the node serving victim and returns the server of the first OK from
 	// another one, failing the test unless it came within a second.
@@ -1135,24 +918,14 @@ func TestKillsInARow(t *testing.T) {
 		t.Helper()
 		node[victim].Kill()
 		killed := time.Now()
-		timeout := time.NewTimer(10 * time.Second)
-		defer timeout.Stop()
-		for {
-			select {
-			case o := <-oks:
-				if o.server == victim {
-					continue // acknowledged before the kill, read after it
-				}
-				if took := o.at.Sub(killed); took > time.Second {
-					t.Errorf("%s: publishing resumed on %s %v after killing %s, want within 1s", step, o.server, took.Round(time.Millisecond), victim)
-				} else {
-					t.Logf("%s: killed %s, resumed on %s after %v", step, victim, o.server, took.Round(time.Millisecond))
-				}
-				return o.server
-			case <-timeout.C:
-				t.Fatalf("%s: nothing acknowledged for 10s after killing %s", step, victim)
-			}
+		// An OK from the victim was acknowledged before the kill and read after it.
+		o := nextOK(step+", after killing "+victim, func(o ok) bool { return o.server != victim })
+		if took := o.at.Sub(killed); took > time.Second {
+			t.Errorf("%s: publishing resumed on %s %v after killing %s, want within 1s", step, o.server, took.Round(time.Millisecond), victim)
+		} else {
+			t.Logf("%s: killed %s, resumed on %s after %v", step, victim, o.server, took.Round(time.Millisecond))
 		}
+		return o.server
 	}
 
 	first := inUse()
@@ -1170,16 +943,15 @@ func TestKillsInARow(t *testing.T) {
 	// Hold the producer, wait for every result, then end the stream (whose end cancels
 	// what is still in flight).
 	resume, _ := stream.Pause()
-	stopCollect <- stream.sent.Load()
-	<-collected
+	missing := led.waitResults(time.Now().Add(30 * time.Second))
+	stopReading()
 	stream.finish()
 	resume()
-	if statuses[mdclient.NotifyPublishNoSubscriber] != int(stream.sent.Load()) {
-		t.Errorf("outcomes %v for %d requests, want all acknowledged (NO_SUBSCRIBER: nobody subscribes)", statuses, stream.sent.Load())
+	if missing > 0 {
+		t.Errorf("%d of %d requests without a result 30 s after the stream was held", missing, stream.sent.Load())
 	}
-	for i, s := range seen {
-		if !s {
-			t.Errorf("no result for %d", i)
-		}
+	failViolations(t, "", led.onceViolations())
+	if statuses := led.counts().Status; statuses[mdclient.NotifyPublishNoSubscriber] != int(stream.sent.Load()) {
+		t.Errorf("outcomes %v for %d requests, want all acknowledged (NO_SUBSCRIBER: nobody subscribes)", statuses, stream.sent.Load())
 	}
 }

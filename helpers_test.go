@@ -3,20 +3,437 @@ package mdclient_test
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"regexp"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/mdclient/mdclient"
+	"github.com/mdclient/mdclient/internal/faultproxy"
+	"github.com/mdclient/mdclient/internal/mosquittotest"
+	"github.com/mdclient/mdclient/mdtest"
 )
 
-// The test kit of the randomized tests (chaos_test.go): a ledger of requests, results and
-// what subscribers received, and a recording slog.Handler.
+// The test kit of the root package's tests:
+//
+//   - servers: embedded brokers, mosquitto, fault proxies, subscribers;
+//   - clients: one connected for the test, contexts, both transports, Close with a limit;
+//   - waiting: polling a condition, or re-checking it when a channel pings, until a deadline;
+//   - outcomes and events: the status a call must end with, waiting for an event;
+//   - results: collect (exactly one result per closure), a steady stream of publishes;
+//   - the ledger: every request, result and receipt of a test, checked against the
+//     contract's promises (exactly once, the FAILED/TIMEOUT rule, OK means published);
+//   - logRecorder: a slog.Handler that keeps what the client logged.
+
+// TestMain fails the package's run when a test leaves goroutines behind.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const (
+	// allowToken is the entitlement token the tests' servers let publish (for mosquitto,
+	// the password of the user "pub").
+	allowToken = "allow-token"
+	// subPassword is the password of mosquitto's subscriber "sub".
+	subPassword = "sub-secret"
+)
+
+// Servers.
+
+// embedded starts an embedded broker that lets allowToken publish.
+func embedded(t *testing.T) *mdtest.Server {
+	t.Helper()
+	s, err := mdtest.NewServer(mdtest.WithAllowToken(allowToken))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// subscribe attaches a subscriber for filter to srv, closed when the test ends.
+func subscribe(t *testing.T, srv *mdtest.Server, filter string) *mdtest.Subscription {
+	t.Helper()
+	sub, err := srv.Subscribe(filter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sub.Close() })
+	return sub
+}
+
+// startMosquitto starts Debian's mosquitto with the publisher "pub" (password allowToken)
+// allowed to write allowed/# and lonely/# only, and the subscriber "sub" reading allowed/#.
+// Payloads above 1000 bytes are refused with a PUBACK failure code, packets above 4000
+// bytes by the announced Maximum Packet Size.
+func startMosquitto(t *testing.T) *mosquittotest.Broker {
+	return mosquittotest.Start(t, mosquittotest.Config{
+		Users: map[string]string{"pub": allowToken, "sub": subPassword},
+		ACL:   "user pub\ntopic write allowed/#\ntopic write lonely/#\n\nuser sub\ntopic read allowed/#\n",
+		Extra: "message_size_limit 1000\nmax_packet_size 4000\n",
+	})
+}
+
+// mosquittoNode starts a mosquitto for the failover tests, with the publisher "pub"
+// (password pubPassword) and the subscriber "sub" (password subPassword), no ACL, a
+// Receive Maximum of 1000, and no limit on the messages it queues for a slow subscriber:
+// with mosquitto's default (max_queued_messages 1000) a subscriber that falls behind
+// loses messages that the publisher saw acknowledged, which would be mosquitto's loss,
+// not the client's.
+func mosquittoNode(t *testing.T, pubPassword string) *mosquittotest.Broker {
+	t.Helper()
+	return mosquittotest.Start(t, mosquittotest.Config{
+		Users:       map[string]string{"pub": pubPassword, "sub": subPassword},
+		MaxInflight: 1000,
+		Extra:       "max_queued_messages 0\n",
+	})
+}
+
+// newFaultProxy starts a fault proxy in front of target ("host:port"), closed when the
+// test ends.
+func newFaultProxy(t *testing.T, target string) *faultproxy.Proxy {
+	t.Helper()
+	p, err := faultproxy.New(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+// hostPort strips the scheme and the path of a server address: "tcp://h:p" and
+// "ws://h:p/mqtt" give "h:p".
+func hostPort(addr string) string {
+	_, hp, _ := strings.Cut(addr, "://")
+	hp, _, _ = strings.Cut(hp, "/")
+	return hp
+}
+
+// receivedUntilMarker reads sub until a message with payload marker arrives, and returns
+// the payloads before it. A marker published on the same connection after the messages
+// under test arrives after them: the broker routes one connection's publishes in order.
+func receivedUntilMarker(t *testing.T, sub *mdtest.Subscription, marker string) map[string]int {
+	t.Helper()
+	got := map[string]int{}
+	timeout := time.NewTimer(20 * time.Second)
+	defer timeout.Stop()
+	for {
+		select {
+		case m := <-sub.Messages():
+			if string(m.Payload) == marker {
+				return got
+			}
+			got[string(m.Payload)]++
+		case <-timeout.C:
+			t.Fatalf("the marker never arrived (%d messages before)", len(got))
+			return nil
+		}
+	}
+}
+
+// Clients.
+
+// newClient returns a client connected to servers, closed when the test ends.
+func newClient(t *testing.T, token string, servers []string, opts ...mdclient.Option) *mdclient.Client {
+	t.Helper()
+	c := openClient(t, token, servers, opts...)
+	t.Cleanup(func() {
+		if err := c.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return c
+}
+
+// openClient returns a client connected to servers, for a test that closes it itself.
+func openClient(t *testing.T, token string, servers []string, opts ...mdclient.Option) *mdclient.Client {
+	t.Helper()
+	c := mdclient.NewClient(opts...)
+	c.SetEntitlementToken(token)
+	if err := c.SetServers(servers); err != nil {
+		c.Close()
+		t.Fatal(err)
+	}
+	return c
+}
+
+// ctxTimeout returns a context that ends after d, or when the test ends.
+func ctxTimeout(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// transports runs f once over WebSocket and once over TCP.
+func transports(t *testing.T, ws, tcp string, f func(t *testing.T, addr string)) {
+	t.Run("ws", func(t *testing.T) { f(t, ws) })
+	t.Run("tcp", func(t *testing.T) { f(t, tcp) })
+}
+
+// closeWithin closes c and reports how long Close took. If Close has not returned after
+// limit, it reports false and calls release (which should unblock whatever Close waits
+// for), then waits for Close without limit.
+func closeWithin(t *testing.T, c *mdclient.Client, limit time.Duration, release func()) (time.Duration, bool) {
+	t.Helper()
+	start := time.Now()
+	done := make(chan error, 1)
+	go func() {
+		defer func() {
+			if p := recover(); p != nil {
+				done <- fmt.Errorf("Close panicked: %v", p)
+			}
+		}()
+		done <- c.Close()
+	}()
+	timer := time.NewTimer(limit)
+	defer timer.Stop()
+	ok := true
+	var err error
+	select {
+	case err = <-done:
+	case <-timer.C:
+		ok = false
+		release()
+		err = <-done
+	}
+	if err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	return time.Since(start), ok
+}
+
+// Waiting, on a deadline (never a sleep).
+
+// eventually polls cond every few milliseconds until it holds or d has passed, and
+// reports whether it held.
+func eventually(d time.Duration, cond func() bool) bool {
+	deadline := time.NewTimer(d)
+	defer deadline.Stop()
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-tick.C:
+		case <-deadline.C:
+			return cond()
+		}
+	}
+	return true
+}
+
+// untilPinged evaluates cond, and again each time ping fires, until it holds or d has
+// passed; it reports whether it held.
+func untilPinged(ping <-chan struct{}, d time.Duration, cond func() bool) bool {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for !cond() {
+		select {
+		case <-ping:
+		case <-timer.C:
+			return cond()
+		}
+	}
+	return true
+}
+
+// Outcomes and events.
+
+// wantStatus fails the test unless a call ended with status want and an error that wraps
+// sentinel (nil: no error).
+func wantStatus(t *testing.T, st mdclient.Status, err error, want mdclient.Status, sentinel error) {
+	t.Helper()
+	if st != want {
+		t.Fatalf("status %s (err %v), want %s", st, err, want)
+	}
+	if sentinel == nil {
+		if err != nil {
+			t.Fatalf("status %s with error %v", st, err)
+		}
+		return
+	}
+	if !errors.Is(err, sentinel) {
+		t.Fatalf("error %v does not wrap %v", err, sentinel)
+	}
+}
+
+// acknowledged reports whether a server acknowledged the message: OK or NO_SUBSCRIBER.
+func acknowledged(st mdclient.Status) bool {
+	return st == mdclient.NotifyPublishOK || st == mdclient.NotifyPublishNoSubscriber
+}
+
+// nextEvent reads c's events until one of type typ for server arrives (any server when
+// server is ""), and returns it with the time it was read; false after d. seen lists the
+// other events read meanwhile.
+func nextEvent(c *mdclient.Client, typ mdclient.Status, server string, d time.Duration) (ev mdclient.Event, at time.Time, seen []string, ok bool) {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for {
+		select {
+		case ev, open := <-c.Events():
+			if !open {
+				return ev, time.Time{}, append(seen, "(closed)"), false
+			}
+			if ev.Type == typ && (server == "" || ev.Server == server) {
+				return ev, time.Now(), seen, true
+			}
+			seen = append(seen, fmt.Sprintf("%s %s %v", ev.Type, ev.Server, ev.Err))
+		case <-timer.C:
+			return mdclient.Event{}, time.Time{}, seen, false
+		}
+	}
+}
+
+// awaitEvent is nextEvent that fails the test when no such event comes within d.
+func awaitEvent(t *testing.T, c *mdclient.Client, typ mdclient.Status, server string, d time.Duration) (mdclient.Event, time.Time) {
+	t.Helper()
+	ev, at, seen, ok := nextEvent(c, typ, server, d)
+	if !ok {
+		t.Fatalf("no %s for %q within %v; seen %v", typ, server, d, seen)
+	}
+	return ev, at
+}
+
+// Results.
+
+// collect reads n results from ch, failing the test after d, and checks that every
+// closure "0".."n-1" comes exactly once (with a ledger). pre are results of the n already
+// taken from ch. The result of closure i is at index i.
+func collect(t *testing.T, ch <-chan mdclient.PublishResult, n int, d time.Duration, pre ...mdclient.PublishResult) []mdclient.PublishResult {
+	t.Helper()
+	out := make([]mdclient.PublishResult, n)
+	collectEach(t, ch, n, d, func(i int, r mdclient.PublishResult) { out[i] = r }, pre...)
+	return out
+}
+
+// collectEach is collect that hands each result to each, with its closure's number, as
+// it comes.
+func collectEach(t *testing.T, ch <-chan mdclient.PublishResult, n int, d time.Duration, each func(int, mdclient.PublishResult), pre ...mdclient.PublishResult) {
+	t.Helper()
+	led := newLedger(t.Name(), "")
+	led.expect(n)
+	led.take(t, ch, n, d, func(e *ledgerEntry, r mdclient.PublishResult) { each(e.seq, r) }, pre...)
+}
+
+// noMore checks that no result beyond those expected is waiting on ch.
+func noMore(t *testing.T, ch <-chan mdclient.PublishResult) {
+	t.Helper()
+	select {
+	case r := <-ch:
+		t.Errorf("a result beyond the requests: %+v", r)
+	default:
+	}
+}
+
+// streamUntilClosed publishes n messages of size bytes to subject on c from a goroutine,
+// all with results on the returned channel, and returns a channel closed when the
+// producer is done.
+func streamUntilClosed(c *mdclient.Client, n, size int, subject string) (chan mdclient.PublishResult, chan struct{}) {
+	results := make(chan mdclient.PublishResult, n)
+	done := make(chan struct{})
+	content := make([]byte, size) // shared and never modified, as the contract allows
+	go func() {
+		defer close(done)
+		for i := range n {
+			c.PublishAsync(context.Background(), mdclient.PublishRequest{Result: results,
+				Message: mdclient.Message{Subject: subject, Content: content, Closure: fmt.Sprint(i)}})
+		}
+	}()
+	return results, done
+}
+
+// stream publishes messages 0, 1, ... at a steady rate, all results to one channel. The
+// closure of message i is a prefix and i. With a ledger, each request is registered with
+// it just before the call and its payload names it (ledger.payload); without, the payload
+// is i, 4 bytes big-endian.
+type stream struct {
+	sent   atomic.Int64       // requests handed to PublishAsync so far
+	pause  chan chan struct{} // Pause → producer: hold until this channel is closed
+	stop   chan struct{}      // closed to end the stream early
+	done   chan struct{}      // closed when the producer has returned
+	finish func()             // stops the producer and waits for it; idempotent
+}
+
+// startStream starts publishing n messages to topic (or until d has passed, when d > 0) at
+// rate per second, bounded by ctx; led may be nil. When the test ends the producer is
+// stopped, its requests' context cancelled (so that it cannot stay blocked in
+// PublishAsync), and it is awaited.
+func startStream(t *testing.T, c *mdclient.Client, ctx context.Context, led *ledger, topic, prefix string, rate float64, n int, d time.Duration, results chan mdclient.PublishResult) *stream {
+	s := &stream{pause: make(chan chan struct{}), stop: make(chan struct{}), done: make(chan struct{})}
+	ctx, cancel := context.WithCancel(ctx)
+	var once sync.Once
+	s.finish = func() {
+		once.Do(func() {
+			close(s.stop)
+			cancel()
+		})
+		<-s.done
+	}
+	t.Cleanup(s.finish) // cleanups run last-in first-out: before the client's Close
+	publish := func(i int) {
+		m := mdclient.Message{Subject: topic, Closure: prefix + strconv.Itoa(i)}
+		if led == nil {
+			m.Content = binary.BigEndian.AppendUint32(nil, uint32(i))
+			c.PublishAsync(ctx, mdclient.PublishRequest{Message: m, Result: results})
+			return
+		}
+		m.Content = led.payload(m.Closure, 0)
+		e := led.add(&m, ledgerRequest{how: "PublishAsync", ch: results})
+		led.returned(e, c.PublishAsync(ctx, mdclient.PublishRequest{Message: m, Result: results}))
+	}
+	go func() {
+		defer close(s.done)
+		tick := time.NewTicker(2 * time.Millisecond)
+		defer tick.Stop()
+		start := time.Now()
+		for i := 0; i < n; {
+			if d > 0 && time.Since(start) >= d {
+				return
+			}
+			due := min(n, int(time.Since(start).Seconds()*rate)+1)
+			for ; i < due; i++ {
+				publish(i)
+				s.sent.Store(int64(i + 1))
+			}
+			select {
+			case <-tick.C:
+			case resume := <-s.pause:
+				select {
+				case <-resume:
+				case <-s.stop:
+					return
+				}
+				// Carry on at the same rate, without a burst to make up for the pause.
+				start = time.Now().Add(-time.Duration(float64(i) / rate * float64(time.Second)))
+			case <-s.stop:
+				return
+			}
+		}
+	}()
+	return s
+}
+
+// Pause holds the producer between two requests and returns the function that lets it
+// go on. It reports false if the stream has ended.
+func (s *stream) Pause() (resume func(), ok bool) {
+	ch := make(chan struct{})
+	select {
+	case s.pause <- ch:
+		return func() { close(ch) }, true
+	case <-s.done:
+		return func() {}, false
+	}
+}
+
+// The ledger.
 
 // ledger records every request a test makes (each under a unique Closure), every result
 // that comes back and every message a subscriber receives, and checks the contract's
@@ -37,6 +454,9 @@ import (
 //
 // Each message's payload names its request (payload), so a subscriber's receipt is matched
 // to its request whatever the topic. All methods are safe for concurrent use.
+//
+// Tests that only need exactly-once use part of it (collect, take, onceViolations);
+// TestChaos and the failover tests use all of it (check).
 type ledger struct {
 	tag     string // this run's mark at the start of every payload
 	watched string // subjects with this prefix reach the subscribers of every broker
@@ -45,18 +465,20 @@ type ledger struct {
 	refusals bool
 	start    time.Time // times are reported relative to it
 
-	mu       sync.Mutex
-	entries  map[string]*ledgerEntry // by closure
-	order    []*ledgerEntry          // in registration order
-	pending  int                     // entries without a result
-	problems []ledgerViolation       // found while recording
-	servers  map[string]string       // server address (as the client names it) → broker
-	subs     map[string]string       // subscriber → the broker it is attached to
-	losses   []ledgerLoss
-	markers  map[string]time.Time // subscriber → when it received its quiescence marker
-	strays   int                  // receipts that are not this run's (other tags)
-	receipts int                  // receipts of this run's messages
-	exempt   int                  // OK results check found unreceived but excused by a loss
+	mu          sync.Mutex
+	entries     map[string]*ledgerEntry // by closure
+	order       []*ledgerEntry          // in registration order
+	pending     int                     // entries without a result
+	problems    []ledgerViolation       // found while recording
+	servers     map[string]string       // server address (as the client names it) → broker
+	subs        map[string]string       // subscriber → the broker it is attached to
+	losses      []ledgerLoss
+	markers     map[string]time.Time // subscriber → when it received its quiescence marker
+	strays      int                  // receipts that are not this run's (other tags)
+	receipts    int                  // receipts of this run's messages
+	distinctAll int                  // requests received by some subscriber
+	distinctBy  map[string]int       // subscriber → requests it received
+	exempt      int                  // OK results check found unreceived but excused by a loss
 
 	resultIn chan struct{} // capacity 1: a result was recorded
 	received chan struct{} // capacity 1: a subscriber received something
@@ -119,15 +541,16 @@ const ledgerPayloadSep = '|'
 // that starts with watched.
 func newLedger(tag, watched string) *ledger {
 	return &ledger{
-		tag:      tag,
-		watched:  watched,
-		start:    time.Now(),
-		entries:  make(map[string]*ledgerEntry),
-		servers:  make(map[string]string),
-		subs:     make(map[string]string),
-		markers:  make(map[string]time.Time),
-		resultIn: make(chan struct{}, 1),
-		received: make(chan struct{}, 1),
+		tag:        tag,
+		watched:    watched,
+		start:      time.Now(),
+		entries:    make(map[string]*ledgerEntry),
+		servers:    make(map[string]string),
+		subs:       make(map[string]string),
+		markers:    make(map[string]time.Time),
+		distinctBy: make(map[string]int),
+		resultIn:   make(chan struct{}, 1),
+		received:   make(chan struct{}, 1),
 	}
 }
 
@@ -228,17 +651,80 @@ func (l *ledger) returned(e *ledgerEntry, ch <-chan mdclient.PublishResult) {
 	l.problems = append(l.problems, ledgerViolation{kind: "wrong-channel", text: fmt.Sprintf("closure %q (%s): PublishAsync returned a channel other than its Result channel", e.closure, e.how)})
 }
 
-// result records r, which the reader via took from ch.
-func (l *ledger) result(via string, ch chan mdclient.PublishResult, r mdclient.PublishResult) {
+// result records r, which the reader via took from ch, and returns its request; nil if
+// no request had its closure.
+func (l *ledger) result(via string, ch chan mdclient.PublishResult, r mdclient.PublishResult) *ledgerEntry {
 	now := time.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	e, ok := l.entries[r.Closure]
 	if !ok {
 		l.problems = append(l.problems, ledgerViolation{kind: "unknown-result", text: fmt.Sprintf("reader %s got a result for closure %q, which no request had: %s", via, r.Closure, describeResult(r))})
-		return
+		return nil
 	}
 	l.record(e, ledgerResult{res: r, at: l.since(now), via: via, ch: ch})
+	return e
+}
+
+// expect registers n requests whose closures are "0".."n-1", for a test that makes them
+// itself and only reads their results through the ledger. Each has room for its result:
+// recording it allocates nothing, for tests that measure the heap while they read.
+func (l *ledger) expect(n int) {
+	for i := range n {
+		e := l.add(&mdclient.Message{Closure: strconv.Itoa(i)}, ledgerRequest{how: "request " + strconv.Itoa(i)})
+		e.results = make([]ledgerResult, 0, 1)
+	}
+}
+
+// take reads n results from ch into l (the first ones from pre: results already taken
+// from ch) and hands each to each, with its request. It fails t at the first result that
+// breaks exactly-once (a second result for a request, or a closure no request had), and
+// when the n results are not all in after d.
+func (l *ledger) take(t *testing.T, ch <-chan mdclient.PublishResult, n int, d time.Duration, each func(*ledgerEntry, mdclient.PublishResult), pre ...mdclient.PublishResult) {
+	t.Helper()
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for k := range n {
+		var r mdclient.PublishResult
+		if k < len(pre) {
+			r = pre[k]
+		} else {
+			select {
+			case r = <-ch:
+			case <-timer.C:
+				t.Fatalf("%d of %d results missing after %v", n-k, n, d)
+			}
+		}
+		e := l.result("take", nil, r)
+		if v, bad := l.firstProblem(); bad {
+			t.Fatal(v)
+		}
+		if each != nil {
+			each(e, r)
+		}
+	}
+}
+
+// firstProblem returns the first broken promise found while recording, if any.
+func (l *ledger) firstProblem() (ledgerViolation, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.problems) == 0 {
+		return ledgerViolation{}, false
+	}
+	return l.problems[0], true
+}
+
+// first returns the first result of the request closure and when it was recorded; false
+// while it has none.
+func (l *ledger) first(closure string) (mdclient.PublishResult, time.Time, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e, ok := l.entries[closure]
+	if !ok || len(e.results) == 0 {
+		return mdclient.PublishResult{}, time.Time{}, false
+	}
+	return e.results[0].res, l.start.Add(e.results[0].at), true
 }
 
 // published records what Publish returned for e.
@@ -303,7 +789,107 @@ func (l *ledger) receipt(sub, topic string, payload []byte) {
 		return
 	}
 	l.receipts++
+	if len(e.got) == 0 {
+		l.distinctAll++
+	}
+	if !slices.ContainsFunc(e.got, func(g ledgerReceipt) bool { return g.sub == sub }) {
+		l.distinctBy[sub]++
+	}
 	e.got = append(e.got, ledgerReceipt{sub: sub, broker: l.subs[sub], topic: topic, at: l.since(now)})
+}
+
+// distinct returns how many requests subscriber sub has received (each once however
+// often it came); with sub "", how many some subscriber has.
+func (l *ledger) distinct(sub string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if sub == "" {
+		return l.distinctAll
+	}
+	return l.distinctBy[sub]
+}
+
+// receivedTwice returns how many requests reached the subscribers more than once (a
+// QoSGuaranteed message resent after a broker had routed it).
+func (l *ledger) receivedTwice() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, e := range l.order {
+		if len(e.got) > 1 {
+			n++
+		}
+	}
+	return n
+}
+
+// watchEmbedded subscribes a subscriber named name to filter on srv and records what it
+// receives, until the test ends.
+func (l *ledger) watchEmbedded(t *testing.T, name string, srv *mdtest.Server, filter string) {
+	t.Helper()
+	sub, err := srv.Subscribe(filter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.feed(t, name, func() (string, []byte, bool) {
+		m, ok := <-sub.Messages()
+		return m.Topic, m.Payload, ok
+	}, func() { sub.Close() })
+}
+
+// watchMosquitto is watchEmbedded for mosquitto: a mosquitto_sub of the user "sub".
+func (l *ledger) watchMosquitto(t *testing.T, name string, b *mosquittotest.Broker, filter string) {
+	t.Helper()
+	sub := b.Subscribe(t, "sub", subPassword, filter)
+	l.feed(t, name, func() (string, []byte, bool) {
+		m, ok := <-sub.Messages()
+		return m.Topic, m.Payload, ok
+	}, sub.Close)
+}
+
+// feed records every message next returns as received by subscriber name, until next
+// reports false; when the test ends, it calls stop (which must make next report false)
+// and waits.
+func (l *ledger) feed(t *testing.T, name string, next func() (topic string, payload []byte, ok bool), stop func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			topic, payload, ok := next()
+			if !ok {
+				return
+			}
+			l.receipt(name, topic, payload)
+		}
+	}()
+	t.Cleanup(func() {
+		stop()
+		<-done
+	})
+}
+
+// read records every result that arrives on ch (and hands it to each, when not nil), from
+// a goroutine of its own, until the returned stop is called; stop waits for it.
+func (l *ledger) read(via string, ch chan mdclient.PublishResult, each func(mdclient.PublishResult)) (stop func()) {
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case r := <-ch:
+				l.result(via, ch, r)
+				if each != nil {
+					each(r)
+				}
+			case <-quit:
+				return
+			}
+		}
+	}()
+	return func() {
+		close(quit)
+		<-done
+	}
 }
 
 // markerSeen reports whether sub has received its quiescence marker.
@@ -317,26 +903,74 @@ func (l *ledger) markerSeen(sub string) bool {
 // Received is pinged (capacity 1) whenever a subscriber receives anything.
 func (l *ledger) Received() <-chan struct{} { return l.received }
 
+// awaitReceived waits until every request reported OK has reached a subscriber as check
+// asks (its subject watched, and not excused by a loss), or until d has passed. It
+// returns how many have not.
+func (l *ledger) awaitReceived(d time.Duration) int {
+	l.mu.Lock()
+	owed := slices.Clone(l.order)
+	l.mu.Unlock()
+	// Each time, only the requests still owed are looked at again.
+	settled := func() bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		owed = slices.DeleteFunc(owed, func(e *ledgerEntry) bool { return !l.owesReceipt(e) })
+		return len(owed) == 0
+	}
+	untilPinged(l.received, d, settled)
+	return len(owed)
+}
+
+// owesReceipt reports whether e's first result is OK, its subject watched, and no
+// subscriber has received it as okReceived asks, nor may its broker have lost it. l.mu is
+// held.
+func (l *ledger) owesReceipt(e *ledgerEntry) bool {
+	if len(e.results) == 0 {
+		return false
+	}
+	first := e.results[0]
+	if first.res.Status != mdclient.NotifyPublishOK || !strings.HasPrefix(e.subject, l.watched) || l.okReceived(e, first.res) {
+		return false
+	}
+	return !l.mayHaveLost(l.servers[first.res.Server], l.start.Add(first.at))
+}
+
+// okReceived reports whether e, reported OK in r, reached a subscriber of the broker that
+// answered (any subscriber when the ledger does not know the server). l.mu is held.
+func (l *ledger) okReceived(e *ledgerEntry, r mdclient.PublishResult) bool {
+	broker := l.servers[r.Server]
+	for _, g := range e.got {
+		if broker == "" || g.broker == broker {
+			return true
+		}
+	}
+	return false
+}
+
+// awaitMarker waits up to d for sub's quiescence marker.
+func (l *ledger) awaitMarker(sub string, d time.Duration) bool {
+	return untilPinged(l.received, d, func() bool { return l.markerSeen(sub) })
+}
+
+// awaitReceipt waits up to d for a subscriber to receive e's message.
+func (l *ledger) awaitReceipt(e *ledgerEntry, d time.Duration) bool {
+	return untilPinged(l.received, d, func() bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return len(e.got) > 0
+	})
+}
+
 // waitResults waits until every request registered so far has a result, or deadline.
 // It returns the number still without one.
 func (l *ledger) waitResults(deadline time.Time) int {
-	timer := time.NewTimer(time.Until(deadline))
-	defer timer.Stop()
-	for {
+	pending := func() int {
 		l.mu.Lock()
-		n := l.pending
-		l.mu.Unlock()
-		if n == 0 {
-			return 0
-		}
-		select {
-		case <-l.resultIn:
-		case <-timer.C:
-			l.mu.Lock()
-			defer l.mu.Unlock()
-			return l.pending
-		}
+		defer l.mu.Unlock()
+		return l.pending
 	}
+	untilPinged(l.resultIn, time.Until(deadline), func() bool { return pending() == 0 })
+	return pending()
 }
 
 // dueBefore counts the requests naming ch whose PublishAsync call had returned before t
@@ -360,20 +994,43 @@ func (l *ledger) dueBefore(ch chan mdclient.PublishResult, t time.Time, margin t
 // under -race many times over.
 const ledgerLossWindow = 2 * time.Second
 
-// check returns every broken promise, in the order of the requests, after the problems
-// found while recording. Call it once results and receipts are all in.
+// onceViolations returns what breaks exactly-once: the problems found while recording (a
+// second result, a result no request had, one on the wrong channel) and the requests
+// without a result, in their order. Call it once the results are all in.
+func (l *ledger) onceViolations() []ledgerViolation {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.onceLocked()
+}
+
+func (l *ledger) onceLocked() []ledgerViolation {
+	out := append([]ledgerViolation(nil), l.problems...)
+	for _, e := range l.order {
+		if len(e.results) == 0 {
+			out = append(out, e.violation("no-result", "no result at all (called at +%v)", e.calledAt))
+		}
+	}
+	return out
+}
+
+// violation is a broken promise about e.
+func (e *ledgerEntry) violation(kind, format string, args ...any) ledgerViolation {
+	group, _, _ := strings.Cut(e.how, ", ctx")
+	return ledgerViolation{kind, fmt.Sprintf("closure %q (%s): ", e.closure, e.describe()) + fmt.Sprintf(format, args...), group}
+}
+
+// check returns every broken promise: those of onceViolations, then the others in the
+// order of the requests. Call it once results and receipts are all in.
 func (l *ledger) check() []ledgerViolation {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	out := append([]ledgerViolation(nil), l.problems...)
+	out := l.onceLocked()
 	l.exempt = 0
 	bad := func(e *ledgerEntry, kind, format string, args ...any) {
-		group, _, _ := strings.Cut(e.how, ", ctx")
-		out = append(out, ledgerViolation{kind, fmt.Sprintf("closure %q (%s): ", e.closure, e.describe()) + fmt.Sprintf(format, args...), group})
+		out = append(out, e.violation(kind, format, args...))
 	}
 	for _, e := range l.order {
 		if len(e.results) == 0 {
-			bad(e, "no-result", "no result at all (called at +%v)", e.calledAt)
 			continue
 		}
 		first := e.results[0]
@@ -438,12 +1095,7 @@ func (l *ledger) check() []ledgerViolation {
 		}
 		if r.Status == mdclient.NotifyPublishOK && strings.HasPrefix(e.subject, l.watched) {
 			broker := l.servers[r.Server]
-			found := false
-			for _, g := range e.got {
-				if broker == "" || g.broker == broker {
-					found = true
-				}
-			}
+			found := l.okReceived(e, r)
 			if !found && l.mayHaveLost(broker, l.start.Add(first.at)) {
 				l.exempt++
 			} else if !found {
@@ -546,14 +1198,9 @@ func (l *ledger) counts() ledgerCounts {
 }
 
 func (c ledgerCounts) String() string {
-	keys := make([]string, 0, len(c.Kinds))
-	for k := range c.Kinds {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
 	var b strings.Builder
 	fmt.Fprintf(&b, "%d requests, %d receipts:", c.Requests, c.Receipts)
-	for _, k := range keys {
+	for _, k := range sortedKeys(c.Kinds) {
 		fmt.Fprintf(&b, " %s=%d", k, c.Kinds[k])
 	}
 	return b.String()
@@ -610,6 +1257,58 @@ func describeReceipts(got []ledgerReceipt) string {
 	return strings.Join(parts, "; ")
 }
 
+// violationExamples is how many violations of one kind failViolations shows.
+const violationExamples = 5
+
+// failViolations fails t with vs, one error per kind (prefix first): how many, how their
+// requests were made when that differs, and the first few.
+func failViolations(t *testing.T, prefix string, vs []ledgerViolation) {
+	t.Helper()
+	byKind := map[string][]string{}
+	groups := map[string]map[string]int{} // kind → how the requests were made → count
+	for _, v := range vs {
+		if _, ok := byKind[v.kind]; !ok {
+			groups[v.kind] = map[string]int{}
+		}
+		byKind[v.kind] = append(byKind[v.kind], v.text)
+		if v.group != "" {
+			groups[v.kind][v.group]++
+		}
+	}
+	for _, k := range sortedKeys(byKind) {
+		list := byKind[k]
+		var b strings.Builder
+		fmt.Fprintf(&b, "%s%s: %d violation(s)", prefix, k, len(list))
+		if g := groups[k]; len(g) > 1 {
+			b.WriteString(" by request:")
+			for _, h := range sortedKeys(g) {
+				fmt.Fprintf(&b, " %s ×%d;", h, g[h])
+			}
+		}
+		for i, s := range list {
+			if i == violationExamples {
+				fmt.Fprintf(&b, "\n    … and %d more", len(list)-violationExamples)
+				break
+			}
+			b.WriteString("\n    ")
+			b.WriteString(s)
+		}
+		t.Error(b.String())
+	}
+}
+
+// sortedKeys returns m's keys in order.
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// The log recorder.
+
 // logRecorder is a slog.Handler that keeps every record at every level, for tests that
 // look at what the client logged. Handlers made by WithAttrs and WithGroup share the
 // records of the one they came from. Safe for concurrent use.
@@ -622,6 +1321,7 @@ type logRecorder struct {
 type logStore struct {
 	mu   sync.Mutex
 	recs []logRecord
+	wake chan struct{} // capacity 1: a record was added
 }
 
 // logRecord is one record, flattened.
@@ -629,24 +1329,46 @@ type logRecord struct {
 	Time  time.Time
 	Level slog.Level
 	Msg   string
-	Attrs map[string]string // group-qualified keys; values printed with %v
+	Attrs map[string]any // group-qualified keys ("g.key"); resolved values
 }
 
-func (r logRecord) String() string {
-	keys := make([]string, 0, len(r.Attrs))
-	for k := range r.Attrs {
-		keys = append(keys, k)
+// attr returns the attribute key printed with %v, or "".
+func (r logRecord) attr(key string) string {
+	v, ok := r.Attrs[key]
+	if !ok {
+		return ""
 	}
-	sort.Strings(keys)
+	return fmt.Sprint(v)
+}
+
+// attrErr returns the attribute key if it is an error.
+func (r logRecord) attrErr(key string) error {
+	err, _ := r.Attrs[key].(error)
+	return err
+}
+
+// Text is everything the record says: its message and every attribute, values printed
+// with %+v (and an error's text too), for looking for a string in it.
+func (r logRecord) Text() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s %v %s", r.Time.Format("15:04:05.000000"), r.Level, r.Msg)
-	for _, k := range keys {
-		fmt.Fprintf(&b, " %s=%s", k, r.Attrs[k])
+	b.WriteString(r.Msg)
+	for _, k := range sortedKeys(r.Attrs) {
+		v := r.Attrs[k]
+		fmt.Fprintf(&b, " %s=%+v", k, v)
+		if err, ok := v.(error); ok {
+			fmt.Fprintf(&b, " (%s)", err.Error())
+		}
 	}
 	return b.String()
 }
 
-func newLogRecorder() *logRecorder { return &logRecorder{store: &logStore{}} }
+func (r logRecord) String() string {
+	return fmt.Sprintf("%s %v %s", r.Time.Format("15:04:05.000000"), r.Level, r.Text())
+}
+
+func newLogRecorder() *logRecorder {
+	return &logRecorder{store: &logStore{wake: make(chan struct{}, 1)}}
+}
 
 // Logger returns a logger writing to h.
 func (h *logRecorder) Logger() *slog.Logger { return slog.New(h) }
@@ -654,7 +1376,7 @@ func (h *logRecorder) Logger() *slog.Logger { return slog.New(h) }
 func (h *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
 
 func (h *logRecorder) Handle(_ context.Context, r slog.Record) error {
-	rec := logRecord{Time: r.Time, Level: r.Level, Msg: r.Message, Attrs: map[string]string{}}
+	rec := logRecord{Time: r.Time, Level: r.Level, Msg: r.Message, Attrs: map[string]any{}}
 	var add func(prefix string, a slog.Attr)
 	add = func(prefix string, a slog.Attr) {
 		v := a.Value.Resolve()
@@ -668,7 +1390,7 @@ func (h *logRecorder) Handle(_ context.Context, r slog.Record) error {
 			}
 			return
 		}
-		rec.Attrs[prefix+a.Key] = fmt.Sprint(v.Any())
+		rec.Attrs[prefix+a.Key] = v.Any()
 	}
 	for _, a := range h.attrs {
 		add("", a)
@@ -680,6 +1402,10 @@ func (h *logRecorder) Handle(_ context.Context, r slog.Record) error {
 	h.store.mu.Lock()
 	h.store.recs = append(h.store.recs, rec)
 	h.store.mu.Unlock()
+	select {
+	case h.store.wake <- struct{}{}:
+	default:
+	}
 	return nil
 }
 
@@ -706,6 +1432,24 @@ func (h *logRecorder) Records() []logRecord {
 	return append([]logRecord(nil), h.store.recs...)
 }
 
+// Await returns the first record that satisfies match, waiting up to d for it.
+func (h *logRecorder) Await(d time.Duration, match func(logRecord) bool) (logRecord, bool) {
+	var found logRecord
+	seen := 0
+	ok := untilPinged(h.store.wake, d, func() bool {
+		recs := h.Records()
+		for _, r := range recs[seen:] {
+			if match(r) {
+				found = r
+				return true
+			}
+		}
+		seen = len(recs)
+		return false
+	})
+	return found, ok
+}
+
 // Tail formats the last n records, for failure messages.
 func (h *logRecorder) Tail(n int) string {
 	recs := h.Records()
@@ -719,3 +1463,6 @@ func (h *logRecorder) Tail(n int) string {
 	}
 	return b.String()
 }
+
+// Dump formats every record, for failure messages.
+func (h *logRecorder) Dump() string { return h.Tail(len(h.Records())) }

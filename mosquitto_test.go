@@ -9,22 +9,7 @@ import (
 	"time"
 
 	"github.com/mdclient/mdclient"
-	"github.com/mdclient/mdclient/internal/mosquittotest"
 )
-
-const subPassword = "sub-secret"
-
-// startMosquitto starts Debian's mosquitto with the publisher "pub" (password allowToken)
-// allowed to write allowed/# and lonely/# only, and the subscriber "sub" reading allowed/#.
-// Payloads above 1000 bytes are refused with a PUBACK failure code, packets above 4000
-// bytes by the announced Maximum Packet Size.
-func startMosquitto(t *testing.T) *mosquittotest.Broker {
-	return mosquittotest.Start(t, mosquittotest.Config{
-		Users: map[string]string{"pub": allowToken, "sub": subPassword},
-		ACL:   "user pub\ntopic write allowed/#\ntopic write lonely/#\n\nuser sub\ntopic read allowed/#\n",
-		Extra: "message_size_limit 1000\nmax_packet_size 4000\n",
-	})
-}
 
 func TestMosquittoOutcomes(t *testing.T) {
 	b := startMosquitto(t)

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"runtime"
 	"strconv"
@@ -21,36 +22,10 @@ import (
 	"github.com/mdclient/mdclient/mdtest"
 )
 
-// receivedUntilMarker reads sub until a message with payload marker arrives, and returns
-// the payloads before it. A marker published on the same connection after the messages
-// under test arrives after them: the broker routes one connection's publishes in order.
-func receivedUntilMarker(t *testing.T, sub *mdtest.Subscription, marker string) map[string]int {
-	t.Helper()
-	got := map[string]int{}
-	timeout := time.NewTimer(20 * time.Second)
-	defer timeout.Stop()
-	for {
-		select {
-		case m := <-sub.Messages():
-			if string(m.Payload) == marker {
-				return got
-			}
-			got[string(m.Payload)]++
-		case <-timeout.C:
-			t.Fatalf("the marker never arrived (%d messages before)", len(got))
-			return nil
-		}
-	}
-}
-
 // Observation 1: a context already done when PublishAsync is called sends nothing.
 func TestDoneContextSendsNothing(t *testing.T) {
 	srv := embedded(t)
-	sub, err := srv.Subscribe("never/#")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Close()
+	sub := subscribe(t, srv, "never/#")
 	transports(t, srv.WSAddr(), srv.TCPAddr(), func(t *testing.T, addr string) {
 		c := newClient(t, allowToken, []string{addr})
 		if st, err := c.Publish(ctxTimeout(t, 10*time.Second), mdclient.Message{Subject: "never/warmup", Content: []byte("warmup")}); st != mdclient.NotifyPublishOK {
@@ -76,16 +51,13 @@ func TestDoneContextSendsNothing(t *testing.T) {
 
 // Observation 1, second part: a stream with contexts of a few milliseconds, so that many
 // end while their message waits in a batch. No FAILED message may reach the subscriber,
-// and every OK one must.
+// and every OK one must (the ledger checks both, and exactly one result per request).
 func TestShortContextsFailedNeverDelivered(t *testing.T) {
 	srv := embedded(t)
-	sub, err := srv.Subscribe("short/#")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Close()
+	sub := subscribe(t, srv, "short/#")
 	transports(t, srv.WSAddr(), srv.TCPAddr(), func(t *testing.T, addr string) {
 		c := newClient(t, allowToken, []string{addr})
+		led := newLedger(t.Name(), "short/")
 		const n = 20000
 		results := make(chan mdclient.PublishResult, 512)
 		go func() {
@@ -98,28 +70,29 @@ func TestShortContextsFailedNeverDelivered(t *testing.T) {
 				case i%10 == 0:
 					ctx, cancel = context.WithTimeout(context.Background(), time.Second)
 				}
-				c.PublishAsync(ctx, mdclient.PublishRequest{Result: results, Message: mdclient.Message{
-					Subject: "short/x", Content: []byte(strconv.Itoa(i)), Closure: strconv.Itoa(i)}})
+				m := mdclient.Message{Subject: "short/x", Closure: strconv.Itoa(i)}
+				m.Content = led.payload(m.Closure, 0)
+				e := led.add(&m, ledgerRequest{how: "PublishAsync", ch: results, ctxDone: ctx.Err() != nil})
+				led.returned(e, c.PublishAsync(ctx, mdclient.PublishRequest{Result: results, Message: m}))
 				context.AfterFunc(ctx, cancel)
 			}
 		}()
-		res := collect(t, results, n, 60*time.Second)
+		counts := map[mdclient.Status]int{}
+		led.take(t, results, n, 60*time.Second, func(_ *ledgerEntry, r mdclient.PublishResult) {
+			counts[r.Status]++
+			if r.Status == mdclient.NotifyPublishFailed && !errors.Is(r.Err, mdclient.ErrTimeout) {
+				t.Errorf("%s: FAILED with %v, want ErrTimeout", r.Closure, r.Err)
+			}
+		})
 		if st, err := c.Publish(ctxTimeout(t, 10*time.Second), mdclient.Message{Subject: "short/marker", Content: []byte("marker")}); st != mdclient.NotifyPublishOK {
 			t.Fatal(st, err)
 		}
-		got := receivedUntilMarker(t, sub, "marker")
-		counts := map[mdclient.Status]int{}
-		for i, r := range res {
-			counts[r.Status]++
-			switch seen := got[strconv.Itoa(i)] > 0; {
-			case r.Status == mdclient.NotifyPublishFailed && seen:
-				t.Errorf("%d: FAILED (%v), yet the subscriber received it", i, r.Err)
-			case r.Status == mdclient.NotifyPublishOK && !seen:
-				t.Errorf("%d: OK, yet the subscriber never received it", i)
-			case r.Status == mdclient.NotifyPublishFailed && !errors.Is(r.Err, mdclient.ErrTimeout):
-				t.Errorf("%d: FAILED with %v, want ErrTimeout", i, r.Err)
+		for payload, k := range receivedUntilMarker(t, sub, "marker") {
+			for range k {
+				led.receipt("sub", "short/x", []byte(payload))
 			}
 		}
+		failViolations(t, "", led.check())
 		t.Logf("outcomes %v", counts)
 		if counts[mdclient.NotifyPublishFailed] == 0 {
 			t.Errorf("no context ended before its message was written: the test proves nothing")
@@ -134,51 +107,36 @@ func TestCloseDeliversEveryResultToAReader(t *testing.T) {
 	srv := embedded(t)
 	srv.DropAcks("#", true)
 	const drain = time.Second
-	c := mdclient.NewClient(mdclient.WithDrainTimeout(drain))
-	c.SetEntitlementToken(allowToken)
-	if err := c.SetServers([]string{srv.TCPAddr()}); err != nil {
-		t.Fatal(err)
-	}
+	c := openClient(t, allowToken, []string{srv.TCPAddr()}, mdclient.WithDrainTimeout(drain))
 	awaitEvent(t, c, mdclient.NotifyServerUp, "", 10*time.Second)
 	const n = 5000
 	results := make(chan mdclient.PublishResult, 16)
-	got := make(chan []mdclient.PublishResult)
+	// The calls and Close go on in a goroutine of their own; the test reads every result
+	// meanwhile, as a pipeline's reader does.
+	closed := make(chan error, 1)
+	var took time.Duration
 	go func() {
-		var all []mdclient.PublishResult
-		timeout := time.NewTimer(30 * time.Second)
-		defer timeout.Stop()
-		for len(all) < n {
-			select {
-			case r := <-results:
-				all = append(all, r)
-			case <-timeout.C:
-				got <- all
-				return
-			}
+		for i := range n {
+			c.PublishAsync(context.Background(), mdclient.PublishRequest{Result: results, Message: mdclient.Message{
+				Subject: "close/x", Content: []byte("x"), Closure: strconv.Itoa(i)}})
 		}
-		got <- all
+		start := time.Now()
+		err := c.Close()
+		took = time.Since(start)
+		closed <- err
 	}()
-	for i := range n {
-		c.PublishAsync(context.Background(), mdclient.PublishRequest{Result: results, Message: mdclient.Message{
-			Subject: "close/x", Content: []byte("x"), Closure: strconv.Itoa(i)}})
-	}
-	start := time.Now()
-	if err := c.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if took := time.Since(start); took > drain+time.Second {
-		t.Errorf("Close took %v, want at most the drain timeout %v plus 1 s", took, drain)
-	}
-	all := <-got
-	if len(all) != n {
-		t.Fatalf("the reader received %d of %d results", len(all), n)
-	}
 	counts := map[mdclient.Status]int{}
-	for _, r := range all {
+	collectEach(t, results, n, 30*time.Second, func(_ int, r mdclient.PublishResult) {
 		counts[r.Status]++
 		if !errors.Is(r.Err, mdclient.ErrClosed) {
 			t.Fatalf("%s %v, want ErrClosed", r.Status, r.Err)
 		}
+	})
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	if took > drain+time.Second {
+		t.Errorf("Close took %v, want at most the drain timeout %v plus 1 s", took, drain)
 	}
 	if counts[mdclient.NotifyPublishTimeout] == 0 || counts[mdclient.NotifyPublishFailed] == 0 {
 		t.Errorf("outcomes %v: want the written ones TIMEOUT and the others FAILED", counts)
@@ -223,12 +181,9 @@ func TestCallsAfterCloseGetTheirResult(t *testing.T) {
 	t.Run("50 callers while Close runs", func(t *testing.T) {
 		srv.DropAcks("slow/#", true)
 		defer srv.DropAcks("slow/#", false)
-		c := mdclient.NewClient(mdclient.WithDrainTimeout(300 * time.Millisecond))
-		c.SetEntitlementToken(allowToken)
-		if err := c.SetServers([]string{srv.TCPAddr()}); err != nil {
-			t.Fatal(err)
-		}
+		c := openClient(t, allowToken, []string{srv.TCPAddr()}, mdclient.WithDrainTimeout(300*time.Millisecond))
 		ch := make(chan mdclient.PublishResult, 8)
+		led := newLedger(t.Name(), "")
 		var calls atomic.Int64
 		var wg sync.WaitGroup
 		stop := make(chan struct{})
@@ -243,32 +198,14 @@ func TestCallsAfterCloseGetTheirResult(t *testing.T) {
 					default:
 					}
 					calls.Add(1)
-					c.PublishAsync(context.Background(), mdclient.PublishRequest{Result: ch, Message: mdclient.Message{
-						Subject: "slow/x", Closure: fmt.Sprintf("%d-%d", g, i)}})
+					m := mdclient.Message{Subject: "slow/x", Closure: fmt.Sprintf("%d-%d", g, i)}
+					e := led.add(&m, ledgerRequest{how: "PublishAsync", ch: ch})
+					led.returned(e, c.PublishAsync(context.Background(), mdclient.PublishRequest{Result: ch, Message: m}))
 				}
 			}()
 		}
-		// The reader counts results per closure until it has one per call made.
-		want := make(chan int)
-		counted := make(chan map[string]int)
-		go func() {
-			received := map[string]int{}
-			total, target := 0, -1
-			timeout := time.NewTimer(30 * time.Second)
-			defer timeout.Stop()
-			for total != target {
-				select {
-				case r := <-ch:
-					received[r.Closure]++
-					total++
-				case target = <-want:
-				case <-timeout.C:
-					counted <- received
-					return
-				}
-			}
-			counted <- received
-		}()
+		// The reader records every result in the ledger until the test has them all.
+		stopReading := led.read("reader", ch, nil)
 		for calls.Load() < 2000 {
 			runtime.Gosched()
 		}
@@ -282,16 +219,12 @@ func TestCallsAfterCloseGetTheirResult(t *testing.T) {
 		}
 		close(stop)
 		wg.Wait()
-		want <- int(calls.Load())
-		received := <-counted
-		if len(received) != int(calls.Load()) {
-			t.Fatalf("%d calls, results for %d of them", calls.Load(), len(received))
+		missing := led.waitResults(time.Now().Add(30 * time.Second))
+		stopReading()
+		if missing > 0 {
+			t.Errorf("%d calls, %d of them without a result", calls.Load(), missing)
 		}
-		for k, n := range received {
-			if n != 1 {
-				t.Fatalf("%s: %d results", k, n)
-			}
-		}
+		failViolations(t, "", led.onceViolations())
 	})
 }
 
@@ -473,8 +406,8 @@ func TestClosedResultChannelDoesNotPanic(t *testing.T) {
 	}
 	srv := embedded(t)
 	srv.DropAcks("lost/#", true)
-	log := &foLog{}
-	c := newClient(t, allowToken, []string{srv.TCPAddr()}, mdclient.WithLogger(log.logger()))
+	rec := newLogRecorder()
+	c := newClient(t, allowToken, []string{srv.TCPAddr()}, mdclient.WithLogger(rec.Logger()))
 	ch := make(chan mdclient.PublishResult, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
@@ -487,12 +420,9 @@ func TestClosedResultChannelDoesNotPanic(t *testing.T) {
 			t.Fatalf("publish %d after a Result channel was closed: %s %v", i, st, err)
 		}
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for len(log.find("mdclient: a Result channel was closed while results were due to it; they are dropped")) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("nothing logged of the closed channel:\n%s", log.dump())
-		}
-		runtime.Gosched()
+	// The client logs one Error record: the results due to the closed channel are dropped.
+	if _, ok := rec.Await(5*time.Second, func(r logRecord) bool { return r.Level == slog.LevelError }); !ok {
+		t.Fatalf("nothing logged of the closed channel:%s", rec.Dump())
 	}
 }
 
@@ -531,11 +461,7 @@ func TestErrorTexts(t *testing.T) {
 func TestConcurrentCloseWaitsForTheFirst(t *testing.T) {
 	srv := embedded(t)
 	srv.DropAcks("#", true)
-	c := mdclient.NewClient(mdclient.WithDrainTimeout(300 * time.Millisecond))
-	c.SetEntitlementToken(allowToken)
-	if err := c.SetServers([]string{srv.TCPAddr()}); err != nil {
-		t.Fatal(err)
-	}
+	c := openClient(t, allowToken, []string{srv.TCPAddr()}, mdclient.WithDrainTimeout(300*time.Millisecond))
 	awaitEvent(t, c, mdclient.NotifyServerUp, "", 10*time.Second)
 	res := c.PublishAsync(context.Background(), mdclient.PublishRequest{Message: mdclient.Message{Subject: "a/b"}})
 	first := make(chan time.Time, 1)

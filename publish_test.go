@@ -10,78 +10,12 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/mdclient/mdclient"
-	"github.com/mdclient/mdclient/mdtest"
 )
-
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-const allowToken = "allow-token"
-
-// embedded starts an embedded broker that lets allowToken publish.
-func embedded(t *testing.T) *mdtest.Server {
-	t.Helper()
-	s, err := mdtest.NewServer(mdtest.WithAllowToken(allowToken))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
-}
-
-// newClient returns a client connected to servers, closed when the test ends.
-func newClient(t *testing.T, token string, servers []string, opts ...mdclient.Option) *mdclient.Client {
-	t.Helper()
-	c := mdclient.NewClient(opts...)
-	c.SetEntitlementToken(token)
-	if err := c.SetServers(servers); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := c.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
-	return c
-}
-
-func ctxTimeout(t *testing.T, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-// transports runs f once over WebSocket and once over TCP.
-func transports(t *testing.T, ws, tcp string, f func(t *testing.T, addr string)) {
-	t.Run("ws", func(t *testing.T) { f(t, ws) })
-	t.Run("tcp", func(t *testing.T) { f(t, tcp) })
-}
-
-func wantStatus(t *testing.T, st mdclient.Status, err error, want mdclient.Status, sentinel error) {
-	t.Helper()
-	if st != want {
-		t.Fatalf("status %s (err %v), want %s", st, err, want)
-	}
-	if sentinel == nil {
-		if err != nil {
-			t.Fatalf("status %s with error %v", st, err)
-		}
-		return
-	}
-	if !errors.Is(err, sentinel) {
-		t.Fatalf("error %v does not wrap %v", err, sentinel)
-	}
-}
 
 func TestEmbeddedOutcomes(t *testing.T) {
 	srv := embedded(t)
-	sub, err := srv.Subscribe("sport/#")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Close()
+	sub := subscribe(t, srv, "sport/#")
 	transports(t, srv.WSAddr(), srv.TCPAddr(), func(t *testing.T, addr string) {
 		c := newClient(t, allowToken, []string{addr})
 		ctx := ctxTimeout(t, 10*time.Second)
@@ -138,15 +72,12 @@ func TestTokenInUsername(t *testing.T) {
 // closure comes back exactly once.
 func TestSharedChannel(t *testing.T) {
 	srv := embedded(t)
-	sub, err := srv.Subscribe("stream/#")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Close()
+	subscribe(t, srv, "stream/#")
 	c := newClient(t, allowToken, []string{srv.WSAddr()})
 	const n = 20000
 	results := make(chan mdclient.PublishResult, 64)
-	ctx := ctxTimeout(t, 60*time.Second)
+	const limit = 60 * time.Second
+	ctx := ctxTimeout(t, limit)
 	go func() {
 		for i := range n {
 			c.PublishAsync(ctx, mdclient.PublishRequest{
@@ -155,30 +86,12 @@ func TestSharedChannel(t *testing.T) {
 			})
 		}
 	}()
-	seen := make([]bool, n)
-	for range n {
-		select {
-		case r := <-results:
-			var i int
-			if _, err := fmt.Sscan(r.Closure, &i); err != nil || i < 0 || i >= n {
-				t.Fatalf("result with unknown closure %q", r.Closure)
-			}
-			if seen[i] {
-				t.Fatalf("two results for closure %d", i)
-			}
-			seen[i] = true
-			if r.Status != mdclient.NotifyPublishOK {
-				t.Fatalf("closure %d: %s %v", i, r.Status, r.Err)
-			}
-		case <-ctx.Done():
-			t.Fatal("results missing")
+	collectEach(t, results, n, limit, func(i int, r mdclient.PublishResult) {
+		if r.Status != mdclient.NotifyPublishOK {
+			t.Fatalf("closure %d: %s %v", i, r.Status, r.Err)
 		}
-	}
-	select {
-	case r := <-results:
-		t.Fatalf("a result beyond the %d requests: %+v", n, r)
-	default:
-	}
+	})
+	noMore(t, results)
 }
 
 func TestBadInput(t *testing.T) {
@@ -236,11 +149,7 @@ func TestUnreachable(t *testing.T) {
 
 func TestPublishAfterClose(t *testing.T) {
 	srv := embedded(t)
-	c := mdclient.NewClient()
-	c.SetEntitlementToken(allowToken)
-	if err := c.SetServers([]string{srv.TCPAddr()}); err != nil {
-		t.Fatal(err)
-	}
+	c := openClient(t, allowToken, []string{srv.TCPAddr()})
 	ctx := ctxTimeout(t, 10*time.Second)
 	st, err := c.Publish(ctx, mdclient.Message{Subject: "a/b"})
 	wantStatus(t, st, err, mdclient.NotifyPublishNoSubscriber, mdclient.ErrNoSubscriber)
@@ -260,11 +169,7 @@ func TestPublishAfterClose(t *testing.T) {
 // TestCloseUnderLoad: Close while requests stream in gives every request one result.
 func TestCloseUnderLoad(t *testing.T) {
 	srv := embedded(t)
-	c := mdclient.NewClient()
-	c.SetEntitlementToken(allowToken)
-	if err := c.SetServers([]string{srv.WSAddr()}); err != nil {
-		t.Fatal(err)
-	}
+	c := openClient(t, allowToken, []string{srv.WSAddr()})
 	const n = 5000
 	results := make(chan mdclient.PublishResult, n)
 	sent := make(chan struct{})
@@ -276,28 +181,19 @@ func TestCloseUnderLoad(t *testing.T) {
 		}
 	}()
 	// Close once some results are in, while the rest are still being sent.
-	<-results
+	first := <-results
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
 	<-sent
 	counts := map[mdclient.Status]int{}
-	for range n - 1 {
-		select {
-		case r := <-results:
-			counts[r.Status]++
-			if r.Status == mdclient.NotifyPublishFailed && !errors.Is(r.Err, mdclient.ErrClosed) {
-				t.Fatalf("failed without ErrClosed: %v", r.Err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatalf("results missing after Close: %v", counts)
+	collectEach(t, results, n, 10*time.Second, func(_ int, r mdclient.PublishResult) {
+		counts[r.Status]++
+		if r.Status == mdclient.NotifyPublishFailed && !errors.Is(r.Err, mdclient.ErrClosed) {
+			t.Fatalf("failed without ErrClosed: %v", r.Err)
 		}
-	}
-	select {
-	case r := <-results:
-		t.Fatalf("a result beyond the %d requests: %+v", n, r)
-	default:
-	}
+	}, first)
+	noMore(t, results)
 	t.Logf("outcomes: %v", counts)
 }
 
@@ -380,11 +276,7 @@ func TestSetServersMoves(t *testing.T) {
 func TestCloseDrains(t *testing.T) {
 	srv := embedded(t)
 	for range 10 {
-		c := mdclient.NewClient()
-		c.SetEntitlementToken(allowToken)
-		if err := c.SetServers([]string{srv.TCPAddr()}); err != nil {
-			t.Fatal(err)
-		}
+		c := openClient(t, allowToken, []string{srv.TCPAddr()})
 		const n = 300
 		results := make(chan mdclient.PublishResult, n)
 		for range n {

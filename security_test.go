@@ -22,7 +22,7 @@ import (
 // secretSink gathers everything a client lets out: slog records at every level, events
 // and results, and the client's own formatting.
 type secretSink struct {
-	rec *slogRecorder
+	rec *logRecorder
 	mu  sync.Mutex
 	out []string
 }
@@ -63,7 +63,7 @@ func (s *secretSink) leaks(secret string) []string {
 	forms := []string{secret, fmt.Sprint([]byte(secret)), hex.EncodeToString([]byte(secret)), base64.StdEncoding.EncodeToString([]byte(secret))}
 	var texts []string
 	for _, r := range s.rec.Records() {
-		texts = append(texts, r.Text)
+		texts = append(texts, r.Text())
 	}
 	s.mu.Lock()
 	texts = append(texts, s.out...)
@@ -89,14 +89,14 @@ func TestTokenNeverLogged(t *testing.T) {
 		wrong = "tok-WrOnG-k4Lm8pVv"  // a wrong token is a secret too
 	)
 	// The check itself sees a token however it is logged.
-	probe := &secretSink{rec: newSlogRecorder()}
+	probe := &secretSink{rec: newLogRecorder()}
 	probe.rec.Logger().Debug("probe", "password", []byte(token))
 	probe.rec.Logger().With("user", wrong).Info("probe")
 	if len(probe.leaks(token)) != 1 || len(probe.leaks(wrong)) != 1 {
 		t.Fatal("the leak check does not see tokens in log records")
 	}
 
-	sink := &secretSink{rec: newSlogRecorder()}
+	sink := &secretSink{rec: newLogRecorder()}
 	logger := sink.rec.Logger()
 	srv, err := mdtest.NewServer(mdtest.WithAllowToken(token))
 	if err != nil {
@@ -177,7 +177,7 @@ func TestTokenNeverLogged(t *testing.T) {
 	// The sink did see what the test meant it to see.
 	var texts []string
 	for _, r := range records {
-		texts = append(texts, r.Text)
+		texts = append(texts, r.Text())
 	}
 	all := strings.Join(texts, "\n") + strings.Join(sink.out, "\n")
 	for _, want := range []string{"connection lost", "connect failed", "connection refused: reason code", "NOTIFY_SERVER_DOWN", "resending", "DENIED"} {
