@@ -54,11 +54,7 @@ func (l *hookLog) doneFor(closure string) []mdclient.PublishResult {
 // once, the same result as the channel's, before the channel has it.
 func TestHookSeesEveryOutcome(t *testing.T) {
 	s := embedded(t)
-	sub, err := s.Subscribe("hook/#") // else the embedded broker answers "no subscriber"
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Close()
+	subscribe(t, s, "hook/#") // else the embedded broker answers "no subscriber"
 	s.SetReasonCode("hook/denied", 0x87)
 	s.SetReasonCode("hook/none", 0x10)
 	s.SetReasonCode("hook/quota", 0x97)
@@ -100,11 +96,7 @@ func TestHookSeesEveryOutcome(t *testing.T) {
 // caller's slice is left as it was.
 func TestHookAddsUserProperties(t *testing.T) {
 	s := embedded(t)
-	sub, err := s.Subscribe("hook/props")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Close()
+	sub := subscribe(t, s, "hook/props")
 	c := newClient(t, allowToken, []string{s.TCPAddr()}, mdclient.WithHook(func(_ context.Context, m *mdclient.Message) func(mdclient.PublishResult) {
 		m.UserProperties = append(slices.Clip(m.UserProperties), mdclient.UserProperty{Key: "traceparent", Value: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"})
 		return nil
@@ -151,11 +143,7 @@ func TestHookInvalidProperties(t *testing.T) {
 // panics loses no result; both are logged.
 func TestHookPanics(t *testing.T) {
 	s := embedded(t)
-	sub, err := s.Subscribe("hook/#") // else the embedded broker answers "no subscriber"
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Close()
+	subscribe(t, s, "hook/#") // else the embedded broker answers "no subscriber"
 	rec := newLogRecorder()
 	c := newClient(t, allowToken, []string{s.TCPAddr()}, mdclient.WithLogger(rec.Logger()),
 		mdclient.WithHook(func(_ context.Context, m *mdclient.Message) func(mdclient.PublishResult) {
@@ -199,11 +187,7 @@ func TestHookPanics(t *testing.T) {
 // context had ended already) never reached the hook.
 func TestHookRefusedAfterIt(t *testing.T) {
 	s := embedded(t)
-	sub, err := s.Subscribe("hook/#") // else the embedded broker answers "no subscriber"
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Close()
+	subscribe(t, s, "hook/#") // else the embedded broker answers "no subscriber"
 	log := newHookLog()
 	c := newClient(t, allowToken, []string{s.TCPAddr()}, mdclient.WithHook(log.hook), mdclient.WithMaxQueued(1), mdclient.WithMaxInflight(1))
 	if st, err := c.Publish(ctxTimeout(t, 10*time.Second), mdclient.Message{Subject: "hook/first", Content: []byte("x")}); st != mdclient.NotifyPublishOK {
@@ -241,11 +225,7 @@ func TestHookRefusedAfterIt(t *testing.T) {
 // user properties is not taken.
 func TestChainedHooks(t *testing.T) {
 	s := embedded(t)
-	sub, err := s.Subscribe("chain/#")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Close()
+	sub := subscribe(t, s, "chain/#")
 	var mu sync.Mutex
 	var trail []string
 	note := func(s string) {
