@@ -327,7 +327,8 @@ var resultChans = sync.Pool{New: func() any { return make(chan PublishResult, 1)
 // written, or while WithMaxQueued results wait for r.Result because its reader is slower
 // than they come; a request that found no room in time gets NotifyPublishFailed wrapping
 // ErrTimeout. A ctx already done sends nothing: the result is NotifyPublishFailed wrapping
-// ErrTimeout; a nil ctx is context.Background(). The result is delivered without blocking
+// ErrTimeout (after Close: wrapping ErrClosed, whatever ctx); a nil ctx is
+// context.Background(). The result is delivered without blocking
 // the client: a full channel delays only the results bound for it. A call refused at once
 // (an invalid message, a ctx already done, after Close) whose channel already has
 // WithMaxQueued results waiting waits, up to the publish timeout, for some of them to be
@@ -345,10 +346,10 @@ func (c *Client) PublishAsync(ctx context.Context, r PublishRequest) <-chan Publ
 	switch fact, cause := req.fill(&r.Message); {
 	case cause != nil:
 		c.refuse(req, fact, cause)
+	case c.closed.Load(): // before the context: after Close, the answer is ErrClosed
+		c.refuse(req, engine.Closed, nil)
 	case ctx.Err() != nil:
 		c.refuse(req, engine.Expired, context.Cause(ctx))
-	case c.closed.Load():
-		c.refuse(req, engine.Closed, nil)
 	case !c.hasServers.Load():
 		c.refuse(req, engine.NoServers, nil)
 	case c.opts.hooks != nil && !c.hook(ctx, req, &r.Message):
