@@ -49,6 +49,7 @@ func TestEjabberdCluster(t *testing.T) {
 	})
 	t.Run("ForbiddenTopic", func(t *testing.T) { testEjabberdForbidden(t, servers) })
 	t.Run("WrongToken", func(t *testing.T) { testEjabberdWrongToken(t, cl, servers) })
+	t.Run("Pool", func(t *testing.T) { testEjabberdPool(t, cl, servers) })
 	t.Run("Failover", func(t *testing.T) { testEjabberdFailover(t, cl, servers) })
 }
 
@@ -128,6 +129,81 @@ func testEjabberdOK(t *testing.T, cl *ejabberdtest.Cluster, servers []string) {
 		t.Errorf("subscriber got payload %q response topic %q correlation data %q", got.Payload, got.ResponseTopic, got.CorrelationData)
 	}
 	t.Logf("published on %s, received on %s", used.Name(), other.Name())
+
+	// Metadata (contract §8) crosses the cluster too.
+	props := []mdclient.UserProperty{{Key: "k", Value: "v1"}, {Key: "k", Value: "v2"}, {Key: "source", Value: "ejabberd test"}}
+	res = <-c.PublishAsync(ctxTimeout(t, 20*time.Second), mdclient.PublishRequest{Message: mdclient.Message{
+		Subject: "allowed/ok/meta", Content: []byte(`{"a":1}`), UserProperties: props,
+		ContentType: "application/json", Expiry: time.Hour, UTF8: true}})
+	wantStatus(t, res.Status, res.Err, mdclient.NotifyPublishOK, nil)
+	if !sub.Wait(10*time.Second, func(msgs []ejabberdtest.Msg) bool {
+		for _, m := range msgs {
+			if m.Topic == "allowed/ok/meta" {
+				got = m
+				return true
+			}
+		}
+		return false
+	}) {
+		t.Fatalf("the subscriber on %s did not receive the message with metadata (connection: %v)", other.Name(), sub.Err())
+	}
+	var gotProps []mdclient.UserProperty
+	for _, p := range got.UserProperties {
+		gotProps = append(gotProps, mdclient.UserProperty{Key: p.Key, Value: p.Value})
+	}
+	if fmt.Sprint(gotProps) != fmt.Sprint(props) || got.ContentType != "application/json" || got.PayloadFormat != 1 ||
+		!got.HasMessageExpiry || got.MessageExpiry == 0 || got.MessageExpiry > 3600 {
+		t.Errorf("subscriber got properties %v, content type %q, payload format %d, expiry %v/%d s",
+			gotProps, got.ContentType, got.PayloadFormat, got.HasMessageExpiry, got.MessageExpiry)
+	}
+}
+
+// testEjabberdPool: WithConnections(3) keeps a connection to each node; a subscriber on
+// every node receives each subject's messages in order, whichever node they came in by.
+func testEjabberdPool(t *testing.T, cl *ejabberdtest.Cluster, servers []string) {
+	var subs []*ejabberdtest.Sub
+	for _, n := range cl.Nodes() {
+		subs = append(subs, n.Subscribe(t, ejSubUser, ejSubPassword, "allowed/pool/#"))
+	}
+	c := newClient(t, allowToken, servers, mdclient.WithUsername(ejPubUser), mdclient.WithConnections(3))
+	if !eventually(20*time.Second, func() bool { return len(c.Stats().Servers) == 3 }) {
+		t.Fatalf("Stats.Servers %v, want the three nodes", c.Stats().Servers)
+	}
+	const subjects, perSubject = 12, 100
+	results := make(chan mdclient.PublishResult, subjects*perSubject)
+	ctx := ctxTimeout(t, 60*time.Second)
+	for n := range perSubject {
+		for s := range subjects {
+			c.PublishAsync(ctx, mdclient.PublishRequest{Result: results, Message: mdclient.Message{
+				Subject: fmt.Sprintf("allowed/pool/s%02d", s), Content: []byte(strconv.Itoa(n)), Closure: strconv.Itoa(n*subjects + s)}})
+		}
+	}
+	byServer := map[string]int{}
+	collectEach(t, results, subjects*perSubject, 60*time.Second, func(_ int, r mdclient.PublishResult) {
+		if r.Status != mdclient.NotifyPublishOK {
+			t.Errorf("%s: %s %v", r.Closure, r.Status, r.Err)
+		}
+		byServer[r.Server]++
+	})
+	if len(byServer) != 3 {
+		t.Errorf("results by node %v: the subjects did not spread over the three connections", byServer)
+	}
+	for _, sub := range subs {
+		sub.Wait(30*time.Second, func(msgs []ejabberdtest.Msg) bool { return len(msgs) >= subjects*perSubject })
+		last := map[string]int{}
+		count := 0
+		for _, m := range sub.Messages() {
+			n, _ := strconv.Atoi(string(m.Payload))
+			if prev, ok := last[m.Topic]; ok && n <= prev {
+				t.Errorf("the subscriber on %s got %s #%d after #%d", sub.Node().Name(), m.Topic, n, prev)
+			}
+			last[m.Topic] = n
+			count++
+		}
+		if count != subjects*perSubject {
+			t.Errorf("the subscriber on %s got %d of %d messages", sub.Node().Name(), count, subjects*perSubject)
+		}
+	}
 }
 
 // testEjabberdForbidden: ejabberd answers a forbidden topic with PUBACK 0x90 "...forbidden
