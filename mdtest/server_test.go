@@ -18,6 +18,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 	"go.uber.org/goleak"
 
+	"github.com/mdclient/mdclient/codec"
 	"github.com/mdclient/mdclient/mdtest"
 )
 
@@ -180,6 +181,9 @@ func TestAuthorizedPublishWithSubscriber(t *testing.T) {
 						Topic:           "orders/eu/created",
 						ResponseTopic:   pc.props.ResponseTopic,
 						CorrelationData: pc.props.CorrelationData,
+					}
+					for _, u := range pc.props.User {
+						want.UserProperties = append(want.UserProperties, codec.UserProperty{Key: u.Key, Value: u.Val})
 					}
 					if diff := cmp.Diff(want, got2); diff != "" {
 						t.Errorf("Subscription received (-want +got):\n%s", diff)
