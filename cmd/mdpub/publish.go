@@ -159,7 +159,7 @@ func (l *lines) done(closure string) int64 {
 type tally struct {
 	counts   [len(statuses)]uint64
 	firstErr [len(statuses)]string
-	hist     histogram
+	hist     *latencies
 	total    uint64
 }
 
@@ -346,7 +346,7 @@ func publish(ctx context.Context, cfg config, e env) int {
 		enc = json.NewEncoder(out)
 		enc.SetEscapeHTML(false)
 	}
-	var t tally
+	t := tally{hist: newLatencies()}
 	total := -1 // known once the gate is closed
 	stoppedEarly, interrupted := false, false
 	var tooLarge error // the first result's, when it says the messages exceed the server's Maximum Packet Size

@@ -209,7 +209,7 @@ type summary struct {
 	Interrupted       bool       `json:"interrupted"`
 	FirstErrors       firstError `json:"first_errors"`
 
-	hist *histogram // for the human table
+	hist *latencies // for the human table
 }
 
 // outcomes counts results per status, always all five, in the order reports use.
@@ -268,7 +268,7 @@ func summaryOf(cfg config, servers []string, embedded bool, t *tally, elapsed ti
 	}
 	us := func(ns uint64) float64 { return float64(ns) / 1e3 }
 	s.ElapsedSeconds = math.Round(s.ElapsedSeconds*1e6) / 1e6
-	h := &t.hist
+	h := t.hist
 	s.LatencyUS = latencyUS{
 		P50: us(h.quantile(1, 2)), P90: us(h.quantile(9, 10)), P99: us(h.quantile(99, 100)),
 		P999: us(h.quantile(999, 1000)), Max: us(h.max), Mean: math.Round(h.mean()) / 1e3,
