@@ -538,6 +538,9 @@ func TestInterruptWaitsForEveryResultSent(t *testing.T) {
 }
 
 func TestServe(t *testing.T) {
+	counted := make(chan uint64, 16)
+	serveCounted = func(n uint64) { counted <- n }
+	defer func() { serveCounted = nil }() // after serve returned: no subscriber reads any more
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	pr, pw := io.Pipe()
@@ -581,6 +584,16 @@ func TestServe(t *testing.T) {
 		if st != want {
 			t.Errorf("token %q: %s, want %s", token, st, want)
 		}
+	}
+	// The subscriber gets the published message after its PUBACK: wait until serve has
+	// counted it before stopping serve, or the count may miss it.
+	select {
+	case n := <-counted:
+		if n != 1 {
+			t.Errorf("serve counted %d messages, want 1", n)
+		}
+	case <-time.After(deadline):
+		t.Fatal("serve's subscriber never counted the message")
 	}
 	cancel()
 	rest, _ := io.ReadAll(pr)
