@@ -125,6 +125,18 @@ func TestUsageErrorsExit2WithOneLine(t *testing.T) {
 		{[]string{"--subject", "a/+/b"}, "not a valid topic name"},
 		{[]string{"--subject", ""}, "not a valid topic name"},
 		{[]string{"--subject", "a/#"}, "not a valid topic name"},
+		{[]string{"--subject", "a/%x"}, "unknown placeholder %x"},
+		{[]string{"--subject", "a/%"}, "a lone % ends it"},
+		{[]string{"--subject", "+/%i"}, "not a valid topic name"},
+		{[]string{"--clients", "0"}, "--clients must be from 1 to 100000"},
+		{[]string{"--clients", "100001"}, "--clients must be from 1 to 100000"},
+		{[]string{"--connections", "0"}, "--connections must be from 1 to 1024"},
+		{[]string{"--stdin", "--clients", "2"}, "--clients does not go with --stdin"},
+		{[]string{"--stdin", "--payload-header"}, "--payload-header does not go with --stdin"},
+		{[]string{"--payload-header", "--size", "23"}, "--size must be at least 24 with --payload-header"},
+		// A message number takes up to 20 digits: "s/%n" counts as a 22-byte subject, 10
+		// bytes longer than the default's.
+		{[]string{"--subject", "s/%n", "--size", "268435429", "--count", "1"}, "--size must be from 0 to 268435428"},
 		{[]string{"extra"}, `unexpected argument "extra"`},
 		{[]string{"--servers", " , "}, "--servers names no server"},
 		{[]string{"--servers", "tcp://127.0.0.1:1883,bogus"}, `invalid server "bogus"`},
@@ -181,7 +193,8 @@ func TestParseFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	if cfg.duration != defaultDuration || cfg.count != 0 || cfg.size != 64 || cfg.window != defaultWindow ||
-		cfg.qos != mdclient.QoSGuaranteed || cfg.token != "from-env" || cfg.servers != nil || cfg.stdin || cfg.json {
+		cfg.qos != mdclient.QoSGuaranteed || cfg.token != "from-env" || cfg.servers != nil || cfg.stdin || cfg.json ||
+		cfg.clients != 1 || cfg.connections != 1 || cfg.payloadHeader || cfg.rate != 0 {
 		t.Errorf("defaults: %+v", cfg)
 	}
 
@@ -199,17 +212,22 @@ func TestParseFlags(t *testing.T) {
 	}
 	cfg, err = parseFlags([]string{
 		"--servers", "tcp://a:1883, 50 ws://b:8080/mqtt ,,https://c:443", "--token", "flag-token", "-qos=STANDARD",
-		"--count=7", "--duration", "250ms", "--size", "0", "--rate", "100", "--inflight", "8", "--window", "16",
-		"--subject", "/sport/football", "--retained", "--json", "--quiet", "--timeout", "2s", "--connect-timeout", "1s",
+		"--count=7", "--duration", "250ms", "--size", "30", "--rate", "100", "--inflight", "8", "--window", "16",
+		"--subject", "/sport/%i/%n", "--retained", "--json", "--quiet", "--timeout", "2s", "--connect-timeout", "1s",
+		"--clients", "3", "--connections", "2", "--payload-header",
 	}, getenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tpl, err := parseTemplate("/sport/%i/%n")
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := config{
 		servers: []string{"tcp://a:1883", "50 ws://b:8080/mqtt", "https://c:443"}, token: "flag-token",
-		subject: "/sport/football", count: 7, duration: 250 * time.Millisecond, size: 0, rate: 100, inflight: 8,
+		subject: "/sport/%i/%n", tpl: tpl, count: 7, duration: 250 * time.Millisecond, size: 30, rate: 100, inflight: 8,
 		window: 16, qos: mdclient.QoSStandard, retained: true, json: true, quiet: true, timeout: 2 * time.Second,
-		connectTimeout: time.Second,
+		connectTimeout: time.Second, clients: 3, connections: 2, payloadHeader: true,
 	}
 	cfg.getenv = nil
 	if !reflect.DeepEqual(cfg, want) {
@@ -396,8 +414,9 @@ func TestJSONSummaryShape(t *testing.T) {
 		slices.Sort(k)
 		return k
 	}
-	wantKeys := []string{"bytes_written", "elapsed_seconds", "embedded", "first_errors", "interrupted", "latency_us",
-		"messages", "messages_per_second", "mode", "outcomes", "qos", "reconnects", "server_down_events", "servers", "size", "subject"}
+	wantKeys := []string{"bytes_written", "clients", "connections", "connections_up", "elapsed_seconds", "embedded", "first_errors",
+		"interrupted", "latency_from", "latency_us", "messages", "messages_per_client", "messages_per_second", "mode", "outcomes",
+		"payload_header", "qos", "rate", "reconnects", "server_down_events", "servers", "size", "subject"}
 	if !slices.Equal(keys(got), wantKeys) {
 		t.Errorf("keys %q\nwant %q", keys(got), wantKeys)
 	}
