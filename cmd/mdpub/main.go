@@ -162,6 +162,7 @@ type config struct {
 	clients        int // independent mdclient.Clients
 	connections    int // mdclient.WithConnections of each
 	payloadHeader  bool
+	metrics        string // address to serve Prometheus metrics on; "": none
 	qos            mdclient.QoS
 	retained       bool
 	stdin          bool
@@ -260,6 +261,7 @@ func newFlagSet(cfg *config, servers *string, q *qos) *flag.FlagSet {
 	fs.IntVar(&cfg.inflight, "inflight", 0, "most unacknowledged messages per connection (default: the server's Receive Maximum)")
 	fs.IntVar(&cfg.window, "window", defaultWindow, "most messages awaiting their result at once per client (in flight, queued in the client, or results not yet read); without --rate, latency is measured at this concurrency")
 	fs.BoolVar(&cfg.payloadHeader, "payload-header", false, "start each message's content with a 24-byte header (sequence number, send time, client number) for subscribers to check order, gaps and latency: see Payload header below; --size counts it")
+	fs.StringVar(&cfg.metrics, "metrics", "", "serve Prometheus metrics on http://`ADDR`/metrics while running, e.g. 127.0.0.1:9100")
 	fs.Var(q, "qos", "delivery `guarantee`: guaranteed (resent after failover) or standard (never resent) (default guaranteed)")
 	fs.BoolVar(&cfg.retained, "retained", false, "publish retained messages")
 	fs.BoolVar(&cfg.stdin, "stdin", false, "publish one message per line of standard input; one JSON line per outcome on standard output")
@@ -319,6 +321,11 @@ Payload header (--payload-header): the first ` + strconv.Itoa(headerLen) + ` byt
   20-23  "` + headerMagic + `"
 A subscriber checks the order per client and subject (after a failover --qos guaranteed
 may repeat a message), gaps per client, and latency as its clock minus the send time.
+
+Metrics (--metrics ADDR): while mdpub runs, http://ADDR/metrics answers in the Prometheus
+text format: mdpub_messages_sent_total, mdpub_results_total{outcome}, mdpub_in_flight,
+mdpub_queued, mdpub_awaiting_results, mdpub_connections_up, mdpub_latency_seconds
+(histogram) and mdpub_latency_summary_seconds (p50, p90, p99, p99.9), among others.
 
 Output: progress and the summary go to stdout on a terminal (a bar redrawn in place), else
 to stderr (a plain progress line once a second); with --stdin or --json, stdout carries only

@@ -134,6 +134,7 @@ func TestUsageErrorsExit2WithOneLine(t *testing.T) {
 		{[]string{"--stdin", "--clients", "2"}, "--clients does not go with --stdin"},
 		{[]string{"--stdin", "--payload-header"}, "--payload-header does not go with --stdin"},
 		{[]string{"--payload-header", "--size", "23"}, "--size must be at least 24 with --payload-header"},
+		{[]string{"--metrics", "nonsense", "--count", "1"}, "--metrics: "},
 		// A message number takes up to 20 digits: "s/%n" counts as a 22-byte subject, 10
 		// bytes longer than the default's.
 		{[]string{"--subject", "s/%n", "--size", "268435429", "--count", "1"}, "--size must be from 0 to 268435428"},
@@ -194,7 +195,7 @@ func TestParseFlags(t *testing.T) {
 	}
 	if cfg.duration != defaultDuration || cfg.count != 0 || cfg.size != 64 || cfg.window != defaultWindow ||
 		cfg.qos != mdclient.QoSGuaranteed || cfg.token != "from-env" || cfg.servers != nil || cfg.stdin || cfg.json ||
-		cfg.clients != 1 || cfg.connections != 1 || cfg.payloadHeader || cfg.rate != 0 {
+		cfg.clients != 1 || cfg.connections != 1 || cfg.payloadHeader || cfg.metrics != "" || cfg.rate != 0 {
 		t.Errorf("defaults: %+v", cfg)
 	}
 
@@ -214,7 +215,7 @@ func TestParseFlags(t *testing.T) {
 		"--servers", "tcp://a:1883, 50 ws://b:8080/mqtt ,,https://c:443", "--token", "flag-token", "-qos=STANDARD",
 		"--count=7", "--duration", "250ms", "--size", "30", "--rate", "100", "--inflight", "8", "--window", "16",
 		"--subject", "/sport/%i/%n", "--retained", "--json", "--quiet", "--timeout", "2s", "--connect-timeout", "1s",
-		"--clients", "3", "--connections", "2", "--payload-header",
+		"--clients", "3", "--connections", "2", "--payload-header", "--metrics", "127.0.0.1:9100",
 	}, getenv)
 	if err != nil {
 		t.Fatal(err)
@@ -227,7 +228,7 @@ func TestParseFlags(t *testing.T) {
 		servers: []string{"tcp://a:1883", "50 ws://b:8080/mqtt", "https://c:443"}, token: "flag-token",
 		subject: "/sport/%i/%n", tpl: tpl, count: 7, duration: 250 * time.Millisecond, size: 30, rate: 100, inflight: 8,
 		window: 16, qos: mdclient.QoSStandard, retained: true, json: true, quiet: true, timeout: 2 * time.Second,
-		connectTimeout: time.Second, clients: 3, connections: 2, payloadHeader: true,
+		connectTimeout: time.Second, clients: 3, connections: 2, payloadHeader: true, metrics: "127.0.0.1:9100",
 	}
 	cfg.getenv = nil
 	if !reflect.DeepEqual(cfg, want) {

@@ -83,6 +83,13 @@ func (g *gate) close() int {
 	return g.n
 }
 
+// admitted returns how many messages were admitted so far.
+func (g *gate) admitted() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.n
+}
+
 func (g *gate) closeLocked() {
 	if !g.closed {
 		g.closed = true
@@ -216,11 +223,19 @@ func (l *lines) done(closure string) (int64, int) {
 	return t, 0
 }
 
+// promBounds are the upper bounds, in nanoseconds, of the buckets of --metrics' latency
+// histogram.
+var promBounds = [...]int64{
+	100e3, 250e3, 500e3, 1e6, 2.5e6, 5e6, 10e6, 25e6, 50e6, 100e6, 250e6, 500e6,
+	1e9, 2.5e9, 5e9, 10e9, 30e9, 60e9,
+}
+
 // tally is what the result loop learns; it owns it.
 type tally struct {
 	counts    [len(statuses)]uint64
 	firstErr  [len(statuses)]string
 	hist      *latencies
+	buckets   [len(promBounds) + 1]uint64 // latencies per bucket of promBounds, the last above them all
 	total     uint64
 	perClient []uint64 // results by client index
 }
@@ -239,6 +254,11 @@ func (t *tally) add(r mdclient.PublishResult, latency time.Duration, client int)
 	}
 	if latency >= 0 {
 		t.hist.record(latency)
+		b := 0
+		for b < len(promBounds) && int64(latency) > promBounds[b] {
+			b++
+		}
+		t.buckets[b]++
 	}
 }
 
@@ -415,6 +435,15 @@ func (f fleet) waitConnected(ctx context.Context, connections int, timeout time.
 // publish runs the stream described by cfg and reports on it; it returns the exit code.
 func publish(ctx context.Context, cfg config, e env) int {
 	rep := newReporter(cfg, e)
+	var ms *metricsServer
+	if cfg.metrics != "" {
+		var err error
+		if ms, err = listenMetrics(cfg.metrics); err != nil {
+			fmt.Fprintf(e.stderr, "mdpub: --metrics: %v\n", err)
+			return exitUsage
+		}
+		defer ms.close()
+	}
 	servers := cfg.servers
 	var embedded string
 	if len(servers) == 0 {
@@ -480,7 +509,13 @@ func publish(ctx context.Context, cfg config, e env) int {
 		return code
 	}
 	g := newGate(cfg.count)
-	rep.begin(servers, embedded)
+	var src *metricsSource
+	if ms != nil {
+		// Scrapes wait for the result loop from now on, which begins at once.
+		src = newMetricsSource(clients, g)
+		ms.serve(src)
+	}
+	rep.begin(servers, embedded, ms.url())
 
 	// At most cfg.window results per client are outstanding (a message takes a slot or
 	// token that only its result gives back). With room for as many (up to a bound) the
@@ -522,6 +557,10 @@ func publish(ctx context.Context, cfg config, e env) int {
 		t := time.NewTicker(rep.every)
 		defer t.Stop()
 		tick = t.C
+	}
+	var snapshots chan chan loopSnapshot
+	if src != nil {
+		snapshots = src.requests
 	}
 
 	var out *bufio.Writer
@@ -579,9 +618,14 @@ func publish(ctx context.Context, cfg config, e env) int {
 		case <-tick:
 			st, _ := clients.stats()
 			rep.progress(time.Since(start), st)
+		case reply := <-snapshots:
+			reply <- t.snapshot()
 		}
 	}
 	elapsed := time.Since(start)
+	if src != nil {
+		src.finish(t.snapshot())
+	}
 	if out != nil {
 		out.Flush()
 	}

@@ -79,8 +79,8 @@ func (r *reporter) paint(code, s string) string {
 	return code + s + reset
 }
 
-// begin says what is about to be published, and where.
-func (r *reporter) begin(servers []string, embedded string) {
+// begin says what is about to be published, and where; metrics is the URL of --metrics.
+func (r *reporter) begin(servers []string, embedded, metrics string) {
 	what := fmt.Sprintf("%d-byte messages", r.cfg.size)
 	if r.cfg.stdin {
 		what = "lines of standard input"
@@ -103,6 +103,9 @@ func (r *reporter) begin(servers []string, embedded string) {
 		loop = fmt.Sprintf("open loop at %s messages/s: latency from each message's due time", grouped(uint64(r.cfg.rate)))
 	}
 	fmt.Fprintf(r.w, "mdpub: %s × %s, %s\n", plural(r.cfg.clients, "client"), plural(r.cfg.connections, "connection"), loop)
+	if metrics != "" {
+		fmt.Fprintf(r.w, "mdpub: metrics on %s\n", metrics)
+	}
 }
 
 // progress shows the state of the stream at elapsed.
