@@ -256,15 +256,42 @@ func TestNoServerReachableExits2(t *testing.T) {
 	}
 	addr := l.Addr().String()
 	l.Close() // nothing listens there now
-	code, stdout, stderr := mdpub(t, "--servers", "tcp://"+addr, "--connect-timeout", "300ms", "--token", "hidden-token")
-	if code != exitUsage || stdout != "" {
-		t.Fatalf("exit %d, stdout %q", code, stdout)
+	for _, clients := range []string{"1", "3"} {
+		code, stdout, stderr := mdpub(t, "--servers", "tcp://"+addr, "--connect-timeout", "300ms", "--token", "hidden-token", "--clients", clients, "--connections", "2")
+		if code != exitUsage || stdout != "" {
+			t.Fatalf("--clients %s: exit %d, stdout %q", clients, code, stdout)
+		}
+		if strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, "no server reachable within 300ms") {
+			t.Fatalf("--clients %s: stderr %q", clients, stderr)
+		}
+		if strings.Contains(stderr, "hidden-token") {
+			t.Fatal("the token was printed")
+		}
 	}
-	if strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, "no server reachable within 300ms") {
-		t.Fatalf("stderr %q", stderr)
-	}
-	if strings.Contains(stderr, "hidden-token") {
-		t.Fatal("the token was printed")
+}
+
+// TestClientsShareTheStream: --count is the run's, over all clients; each client has its
+// connections, and the summary says how the messages spread.
+func TestClientsShareTheStream(t *testing.T) {
+	for _, args := range [][]string{
+		{"--count", "1003"},                    // closed loop
+		{"--count", "1003", "--rate", "20000"}, // open loop
+	} {
+		code, stdout, stderr := mdpub(t, append([]string{"--clients", "5", "--connections", "3", "--subject", "c/%c", "--json"}, args...)...)
+		if code != exitOK {
+			t.Fatalf("%q: exit %d; stderr:\n%s", args, code, stderr)
+		}
+		var s summary
+		if err := json.Unmarshal([]byte(stdout), &s); err != nil {
+			t.Fatal(err)
+		}
+		if s.Messages != 1003 || s.Outcomes.OK != 1003 || s.Clients != 5 || s.Connections != 3 || s.ConnectionsUp != 15 ||
+			s.PerClient.Min > s.PerClient.Max || s.PerClient.Max > 1003 || 5*s.PerClient.Min > 1003 || 5*s.PerClient.Max < 1003 {
+			t.Errorf("%q: summary %+v", args, s)
+		}
+		if !strings.Contains(stderr, "mdpub: 5 clients × 3 connections, ") || !strings.Contains(stderr, `subscriber on "c/+"`) {
+			t.Errorf("%q: banner:\n%s", args, stderr)
+		}
 	}
 }
 
