@@ -17,6 +17,18 @@
 //	{"closure":"line-1","status":"NOTIFY_PUBLISH_OK","server":"tcp://broker1:1883","error":""}
 //	...
 //
+// A load test as emqtt-bench runs one: 4 independent clients of 2 connections each, a
+// subject per client and message, an open-loop schedule of 20,000 messages a second,
+// a header in each message for subscribers to check, Prometheus metrics while it runs:
+//
+//	mdpub --clients 4 --connections 2 --subject 'load/%i/%n' --rate 20000 --payload-header --metrics 127.0.0.1:9100
+//
+// With --rate, message i of the run is due at start + i/rate and its latency counts from
+// then, so the time a message waited to be sent is latency too (no coordinated
+// omission); without it (closed loop) a message goes as soon as the window has room and
+// its latency counts from the publish call. --help describes the templates (%i, %c, %n),
+// the 24-byte header and the metrics.
+//
 // The embedded broker alone, until SIGINT or SIGTERM:
 //
 //	mdpub serve --allow-token secret
@@ -268,7 +280,7 @@ func newFlagSet(cfg *config, servers *string, q *qos) *flag.FlagSet {
 	fs.BoolVar(&cfg.json, "json", false, "print the summary as JSON on standard output")
 	fs.BoolVar(&cfg.quiet, "quiet", false, "no progress")
 	fs.DurationVar(&cfg.timeout, "timeout", mdclient.DefaultPublishTimeout, "publish timeout of each message")
-	fs.DurationVar(&cfg.connectTimeout, "connect-timeout", mdclient.DefaultConnectTimeout, "how long to wait for a first connection before giving up (exit 2)")
+	fs.DurationVar(&cfg.connectTimeout, "connect-timeout", mdclient.DefaultConnectTimeout, "how long to wait for every client's connections before the stream (exit 2 if a client has none by then)")
 	fs.Var(&cfg.properties, "property", "MQTT 5 user property `key=value` of every message; repeat it for more, in order (a key may repeat)")
 	fs.StringVar(&cfg.contentType, "content-type", "", "MQTT 5 content type of every message, e.g. application/json")
 	fs.DurationVar(&cfg.expiry, "expiry", 0, "MQTT 5 message expiry of every message, rounded up to whole seconds; 0: none")
@@ -308,10 +320,14 @@ when it is a millisecond early or more (a message sent early counts from the cal
 Without --rate (closed loop) a message goes as soon as the window has room and its latency
 counts from the publish call.
 
-Subject templates (placeholders as in emqtt-bench): ` + templateHelp + `.
-Client ids are mdpub-XXXXXXXX-i (8 hex digits for the run); with --connections > 1
-connection j adds -j. The embedded broker's subscriber takes each level with a placeholder
-as +.
+Subject templates (--subject; placeholders as in emqtt-bench):
+  %i     the client's number, from 1 to --clients
+  %c     its MQTT client id: mdpub-XXXXXXXX-i (8 hex digits for the run); with
+         --connections > 1, connection j (from 0) adds -j
+  %n %s  the message's number within its client, from 1 (each message its own subject:
+         no order across them)
+  %%     a percent sign
+The embedded broker's subscriber takes each level with a placeholder as +.
 
 Payload header (--payload-header): the first ` + strconv.Itoa(headerLen) + ` bytes of the content, integers big-endian:
   0-7    sequence number, the message's number within its client, from 1 (%n)
@@ -320,7 +336,8 @@ Payload header (--payload-header): the first ` + strconv.Itoa(headerLen) + ` byt
   16-19  client number, from 1 (%i)
   20-23  "` + headerMagic + `"
 A subscriber checks the order per client and subject (after a failover --qos guaranteed
-may repeat a message), gaps per client, and latency as its clock minus the send time.
+may repeat a message), gaps per client (a message whose outcome was not NOTIFY_PUBLISH_OK
+may be missing), and latency as its clock minus the send time.
 
 Metrics (--metrics ADDR): while mdpub runs, http://ADDR/metrics answers in the Prometheus
 text format: mdpub_messages_sent_total, mdpub_results_total{outcome}, mdpub_in_flight,

@@ -18,7 +18,7 @@ import (
 // A template is parsed once into parts; each client expands %i and %c once, so that a
 // subject without %n is one string for all of a client's messages and one with %n costs
 // one string of the subject's length per message, no formatting.
-const templateHelp = "%i the client's number (1 to --clients), %c its client id, %n (or %s) the message's number within its client (from 1), %% a percent sign"
+const templateHelp = "%i client number, %c client id, %n or %s message number, %% a percent sign"
 
 // placeholder kinds of a template part.
 const (
