@@ -337,7 +337,8 @@ Payload header (--payload-header): the first ` + strconv.Itoa(headerLen) + ` byt
   20-23  "` + headerMagic + `"
 A subscriber checks the order per client and subject (after a failover --qos guaranteed
 may repeat a message), gaps per client (a message whose outcome was not NOTIFY_PUBLISH_OK
-may be missing), and latency as its clock minus the send time.
+may be missing), and latency as its clock minus the send time. Each message then has
+content of its own: up to --window × --size bytes per client.
 
 Metrics (--metrics ADDR): while mdpub runs, http://ADDR/metrics answers in the Prometheus
 text format: mdpub_messages_sent_total, mdpub_results_total{outcome}, mdpub_in_flight,
