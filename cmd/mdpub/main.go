@@ -17,6 +17,18 @@
 //	{"closure":"line-1","status":"NOTIFY_PUBLISH_OK","server":"tcp://broker1:1883","error":""}
 //	...
 //
+// A load test as emqtt-bench runs one: 4 independent clients of 2 connections each, a
+// subject per client and message, an open-loop schedule of 20,000 messages a second,
+// a header in each message for subscribers to check, Prometheus metrics while it runs:
+//
+//	mdpub --clients 4 --connections 2 --subject 'load/%i/%n' --rate 20000 --payload-header --metrics 127.0.0.1:9100
+//
+// With --rate, message i of the run is due at start + i/rate and its latency counts from
+// then, so the time a message waited to be sent is latency too (no coordinated
+// omission); without it (closed loop) a message goes as soon as the window has room and
+// its latency counts from the publish call. --help describes the templates (%i, %c, %n),
+// the 24-byte header and the metrics.
+//
 // The embedded broker alone, until SIGINT or SIGTERM:
 //
 //	mdpub serve --allow-token secret
@@ -50,6 +62,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -148,15 +161,20 @@ func (q *qos) Set(s string) error {
 
 // config is what the flags ask for.
 type config struct {
-	servers        []string // empty: start an embedded broker
-	token          string   // a secret: never printed
-	subject        string
-	count          int           // 0: no limit by count
-	duration       time.Duration // 0: no limit by time
+	servers        []string        // empty: start an embedded broker
+	token          string          // a secret: never printed
+	subject        string          // a template (see template.go)
+	tpl            subjectTemplate // subject, parsed
+	count          int             // 0: no limit by count
+	duration       time.Duration   // 0: no limit by time
 	size           int
-	rate           int // messages per second; 0: as fast as the servers acknowledge
+	rate           int // messages per second over all clients, open loop; 0: closed loop, as fast as the servers acknowledge
 	inflight       int // mdclient.WithMaxInflight; 0: the server's Receive Maximum
-	window         int // most messages awaiting their result at once
+	window         int // most messages awaiting their result at once, per client
+	clients        int // independent mdclient.Clients
+	connections    int // mdclient.WithConnections of each
+	payloadHeader  bool
+	metrics        string // address to serve Prometheus metrics on; "": none
 	qos            mdclient.QoS
 	retained       bool
 	stdin          bool
@@ -170,27 +188,33 @@ type config struct {
 	expiry         time.Duration
 }
 
-// maxSize bounds --size: the most content a PUBLISH of the configured subject and
-// properties can carry in MQTT's largest packet (codec.MaxPacketSize). The client sends
-// every message at QoS 1, with a packet identifier, and at best without a topic alias; the
-// remaining length must not exceed codec.MaxRemainingLength.
+// maxSize bounds --size: the most content a PUBLISH of the configured subject (its
+// longest expansion) and properties can carry in MQTT's largest packet
+// (codec.MaxPacketSize). The client sends every message at QoS 1, with a packet
+// identifier, and at best without a topic alias; the remaining length must not exceed
+// codec.MaxRemainingLength.
 func maxSize(cfg *config) int {
 	p := cfg.publish()
 	return codec.MaxRemainingLength - codec.PublishRemLen(&p)
 }
 
+// longestSubject is the longest subject the template makes.
+func (cfg *config) longestSubject() string {
+	return cfg.tpl.longest(max(cfg.clients, 1), clientIDLen(max(cfg.clients, 1)))
+}
+
 // publish is the PUBLISH of a message of cfg without content, as the client sends it.
 func (cfg *config) publish() codec.Publish {
-	p := codec.Publish{Topic: cfg.subject, QoS: 1, PacketID: 1, ContentType: cfg.contentType, UserProperties: cfg.properties}
+	p := codec.Publish{Topic: cfg.longestSubject(), QoS: 1, PacketID: 1, ContentType: cfg.contentType, UserProperties: cfg.properties}
 	if cfg.expiry > 0 {
 		p.MessageExpiry, p.HasMessageExpiry = 1, true
 	}
 	return p
 }
 
-// message is the Message of cfg with content.
+// message is the Message of cfg with content, without its subject.
 func (cfg *config) message(content []byte, closure string) mdclient.Message {
-	return mdclient.Message{Subject: cfg.subject, Content: content, Closure: closure, QoS: cfg.qos, Retained: cfg.retained,
+	return mdclient.Message{Content: content, Closure: closure, QoS: cfg.qos, Retained: cfg.retained,
 		UserProperties: cfg.properties, ContentType: cfg.contentType, Expiry: cfg.expiry}
 }
 
@@ -228,25 +252,35 @@ const defaultWindow = 2048
 // maxWindow bounds --window.
 const maxWindow = 1 << 20
 
+// maxClients bounds --clients, maxConnections --connections.
+const (
+	maxClients     = 100000
+	maxConnections = 1024
+)
+
 func newFlagSet(cfg *config, servers *string, q *qos) *flag.FlagSet {
 	fs := flag.NewFlagSet("mdpub", flag.ContinueOnError)
 	fs.SetOutput(io.Discard) // errors are reported in one line by run; -h by usage
 	fs.StringVar(servers, "servers", "", "comma-separated server entries \"[weight ]address\", e.g. \"tcp://h1:1883,50 ws://h2:8080\"; default: an embedded broker")
 	fs.StringVar(&cfg.token, "token", "", "entitlement token (default $"+tokenEnv+"); never printed")
-	fs.StringVar(&cfg.subject, "subject", "mdpub/stream", "subject (MQTT topic name) to publish to")
+	fs.StringVar(&cfg.subject, "subject", "mdpub/stream", "subject (MQTT topic name) to publish to; a `template` with %i (client number), %c (client id), %n (message number): see Subject templates below")
 	fs.IntVar(&cfg.count, "count", 0, "messages to publish (default: as many as --duration allows)")
 	fs.DurationVar(&cfg.duration, "duration", 0, "how long to publish (default 10s unless --count or --stdin is given)")
 	fs.IntVar(&cfg.size, "size", 64, "content bytes per message (not with --stdin)")
-	fs.IntVar(&cfg.rate, "rate", 0, "messages per second; 0 publishes as fast as the servers acknowledge")
+	fs.IntVar(&cfg.rate, "rate", 0, "messages per second over all clients, on a fixed schedule (open loop): latency counts from each message's due time, the wait to be sent included (no coordinated omission); 0: closed loop, as fast as the servers acknowledge, latency from the publish call")
+	fs.IntVar(&cfg.clients, "clients", 1, "independent clients, each with its own --connections, --window and share of the stream")
+	fs.IntVar(&cfg.connections, "connections", 1, "connections per client (mdclient.WithConnections): a subject's messages go over one of them, in order")
 	fs.IntVar(&cfg.inflight, "inflight", 0, "most unacknowledged messages per connection (default: the server's Receive Maximum)")
-	fs.IntVar(&cfg.window, "window", defaultWindow, "most messages awaiting their result at once (in flight, queued in the client, or results not yet read); latency is measured at this concurrency")
+	fs.IntVar(&cfg.window, "window", defaultWindow, "most messages awaiting their result at once per client (in flight, queued in the client, or results not yet read); without --rate, latency is measured at this concurrency")
+	fs.BoolVar(&cfg.payloadHeader, "payload-header", false, "start each message's content with a 24-byte header (sequence number, send time, client number) for subscribers to check order, gaps and latency: see Payload header below; --size counts it")
+	fs.StringVar(&cfg.metrics, "metrics", "", "serve Prometheus metrics on http://`ADDR`/metrics while running, e.g. 127.0.0.1:9100")
 	fs.Var(q, "qos", "delivery `guarantee`: guaranteed (resent after failover) or standard (never resent) (default guaranteed)")
 	fs.BoolVar(&cfg.retained, "retained", false, "publish retained messages")
 	fs.BoolVar(&cfg.stdin, "stdin", false, "publish one message per line of standard input; one JSON line per outcome on standard output")
 	fs.BoolVar(&cfg.json, "json", false, "print the summary as JSON on standard output")
 	fs.BoolVar(&cfg.quiet, "quiet", false, "no progress")
 	fs.DurationVar(&cfg.timeout, "timeout", mdclient.DefaultPublishTimeout, "publish timeout of each message")
-	fs.DurationVar(&cfg.connectTimeout, "connect-timeout", mdclient.DefaultConnectTimeout, "how long to wait for a first connection before giving up (exit 2)")
+	fs.DurationVar(&cfg.connectTimeout, "connect-timeout", mdclient.DefaultConnectTimeout, "how long to wait for every client's connections before the stream (exit 2 if a client has none by then)")
 	fs.Var(&cfg.properties, "property", "MQTT 5 user property `key=value` of every message; repeat it for more, in order (a key may repeat)")
 	fs.StringVar(&cfg.contentType, "content-type", "", "MQTT 5 content type of every message, e.g. application/json")
 	fs.DurationVar(&cfg.expiry, "expiry", 0, "MQTT 5 message expiry of every message, rounded up to whole seconds; 0: none")
@@ -272,6 +306,45 @@ Flags:
 	fs.PrintDefaults()
 	b.WriteString(doubleDash(flags.String()))
 	b.WriteString(`
+Clients and connections: --clients N runs N independent clients, each with --connections
+connections and its own --window; the stream is spread over them. The messages of one
+subject from one client keep their order (they share a connection): with --subject
+'load/%i' every client has a subject of its own, in order.
+
+Open and closed loop: with --rate the schedule is fixed in advance (open loop): message i
+of the run is due at start + i/rate, client k sending every --clients-th from k. A
+message's latency counts from when it was due, so the time it waited to be sent (a stalled
+server, a full window, a slow client) shows as latency instead of being left out: no
+coordinated omission. A producer behind schedule catches up at once; one ahead waits
+when it is a millisecond early or more (a message sent early counts from the call).
+Without --rate (closed loop) a message goes as soon as the window has room and its latency
+counts from the publish call.
+
+Subject templates (--subject; placeholders as in emqtt-bench):
+  %i     the client's number, from 1 to --clients
+  %c     its MQTT client id: mdpub-XXXXXXXX-i (8 hex digits for the run); with
+         --connections > 1, connection j (from 0) adds -j
+  %n %s  the message's number within its client, from 1 (each message its own subject:
+         no order across them)
+  %%     a percent sign
+The embedded broker's subscriber takes each level with a placeholder as +.
+
+Payload header (--payload-header): the first ` + strconv.Itoa(headerLen) + ` bytes of the content, integers big-endian:
+  0-7    sequence number, the message's number within its client, from 1 (%n)
+  8-15   send time in Unix nanoseconds: when the message was due (--rate), else when it
+         was handed to the client; mdpub's own latency counts from the same instant
+  16-19  client number, from 1 (%i)
+  20-23  "` + headerMagic + `"
+A subscriber checks the order per client and subject (after a failover --qos guaranteed
+may repeat a message), gaps per client (a message whose outcome was not NOTIFY_PUBLISH_OK
+may be missing), and latency as its clock minus the send time. Each message then has
+content of its own: up to --window × --size bytes per client.
+
+Metrics (--metrics ADDR): while mdpub runs, http://ADDR/metrics answers in the Prometheus
+text format: mdpub_messages_sent_total, mdpub_results_total{outcome}, mdpub_in_flight,
+mdpub_queued, mdpub_awaiting_results, mdpub_connections_up, mdpub_latency_seconds
+(histogram) and mdpub_latency_summary_seconds (p50, p90, p99, p99.9), among others.
+
 Output: progress and the summary go to stdout on a terminal (a bar redrawn in place), else
 to stderr (a plain progress line once a second); with --stdin or --json, stdout carries only
 JSON lines. No ANSI codes unless writing to a terminal; no colour with NO_COLOR set.
@@ -312,13 +385,21 @@ func parseFlags(args []string, getenv func(string) string) (config, error) {
 	if !set["token"] && getenv != nil {
 		cfg.token = getenv(tokenEnv)
 	}
+	tpl, tplErr := parseTemplate(cfg.subject)
+	cfg.tpl = tpl
 	switch {
 	case set["count"] && cfg.count < 1:
 		return cfg, errors.New("--count must be at least 1")
 	case set["duration"] && cfg.duration <= 0:
 		return cfg, errors.New("--duration must be positive")
-	case codec.CheckTopicName(cfg.subject) != nil:
-		return cfg, fmt.Errorf("--subject %q is not a valid topic name: %v", cfg.subject, codec.CheckTopicName(cfg.subject))
+	case cfg.clients < 1 || cfg.clients > maxClients:
+		return cfg, fmt.Errorf("--clients must be from 1 to %d", maxClients)
+	case cfg.connections < 1 || cfg.connections > maxConnections:
+		return cfg, fmt.Errorf("--connections must be from 1 to %d", maxConnections)
+	case tplErr != nil:
+		return cfg, fmt.Errorf("--subject %q: %v", cfg.subject, tplErr)
+	case codec.CheckTopicName(cfg.longestSubject()) != nil:
+		return cfg, fmt.Errorf("--subject %q is not a valid topic name: %v", cfg.subject, codec.CheckTopicName(cfg.longestSubject()))
 	case cfg.contentType != "" && codec.CheckString(cfg.contentType) != nil:
 		return cfg, fmt.Errorf("--content-type %q: %v", cfg.contentType, codec.CheckString(cfg.contentType))
 	case cfg.expiry < 0 || cfg.expiry > (1<<32-1)*time.Second:
@@ -329,6 +410,12 @@ func parseFlags(args []string, getenv func(string) string) (config, error) {
 		return cfg, fmt.Errorf("--size must be from 0 to %d: MQTT's largest packet, %d bytes, holds no more content on subject %q", maxSize(&cfg), codec.MaxPacketSize, cfg.subject)
 	case cfg.stdin && set["size"]:
 		return cfg, errors.New("--size does not go with --stdin: each line is a message")
+	case cfg.stdin && cfg.clients > 1:
+		return cfg, errors.New("--clients does not go with --stdin: one client publishes the lines, in order")
+	case cfg.stdin && cfg.payloadHeader:
+		return cfg, errors.New("--payload-header does not go with --stdin: each line is a message as it is")
+	case cfg.payloadHeader && cfg.size < headerLen:
+		return cfg, fmt.Errorf("--size must be at least %d with --payload-header: the header is part of the content", headerLen)
 	case cfg.rate < 0:
 		return cfg, errors.New("--rate must not be negative")
 	case cfg.inflight < 0:

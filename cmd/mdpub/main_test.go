@@ -125,6 +125,19 @@ func TestUsageErrorsExit2WithOneLine(t *testing.T) {
 		{[]string{"--subject", "a/+/b"}, "not a valid topic name"},
 		{[]string{"--subject", ""}, "not a valid topic name"},
 		{[]string{"--subject", "a/#"}, "not a valid topic name"},
+		{[]string{"--subject", "a/%x"}, "unknown placeholder %x"},
+		{[]string{"--subject", "a/%"}, "a lone % ends it"},
+		{[]string{"--subject", "+/%i"}, "not a valid topic name"},
+		{[]string{"--clients", "0"}, "--clients must be from 1 to 100000"},
+		{[]string{"--clients", "100001"}, "--clients must be from 1 to 100000"},
+		{[]string{"--connections", "0"}, "--connections must be from 1 to 1024"},
+		{[]string{"--stdin", "--clients", "2"}, "--clients does not go with --stdin"},
+		{[]string{"--stdin", "--payload-header"}, "--payload-header does not go with --stdin"},
+		{[]string{"--payload-header", "--size", "23"}, "--size must be at least 24 with --payload-header"},
+		{[]string{"--metrics", "nonsense", "--count", "1"}, "--metrics: "},
+		// A message number takes up to 20 digits: "s/%n" counts as a 22-byte subject, 10
+		// bytes longer than the default's.
+		{[]string{"--subject", "s/%n", "--size", "268435429", "--count", "1"}, "--size must be from 0 to 268435428"},
 		{[]string{"extra"}, `unexpected argument "extra"`},
 		{[]string{"--servers", " , "}, "--servers names no server"},
 		{[]string{"--servers", "tcp://127.0.0.1:1883,bogus"}, `invalid server "bogus"`},
@@ -181,7 +194,8 @@ func TestParseFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	if cfg.duration != defaultDuration || cfg.count != 0 || cfg.size != 64 || cfg.window != defaultWindow ||
-		cfg.qos != mdclient.QoSGuaranteed || cfg.token != "from-env" || cfg.servers != nil || cfg.stdin || cfg.json {
+		cfg.qos != mdclient.QoSGuaranteed || cfg.token != "from-env" || cfg.servers != nil || cfg.stdin || cfg.json ||
+		cfg.clients != 1 || cfg.connections != 1 || cfg.payloadHeader || cfg.metrics != "" || cfg.rate != 0 {
 		t.Errorf("defaults: %+v", cfg)
 	}
 
@@ -199,17 +213,22 @@ func TestParseFlags(t *testing.T) {
 	}
 	cfg, err = parseFlags([]string{
 		"--servers", "tcp://a:1883, 50 ws://b:8080/mqtt ,,https://c:443", "--token", "flag-token", "-qos=STANDARD",
-		"--count=7", "--duration", "250ms", "--size", "0", "--rate", "100", "--inflight", "8", "--window", "16",
-		"--subject", "/sport/football", "--retained", "--json", "--quiet", "--timeout", "2s", "--connect-timeout", "1s",
+		"--count=7", "--duration", "250ms", "--size", "30", "--rate", "100", "--inflight", "8", "--window", "16",
+		"--subject", "/sport/%i/%n", "--retained", "--json", "--quiet", "--timeout", "2s", "--connect-timeout", "1s",
+		"--clients", "3", "--connections", "2", "--payload-header", "--metrics", "127.0.0.1:9100",
 	}, getenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tpl, err := parseTemplate("/sport/%i/%n")
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := config{
 		servers: []string{"tcp://a:1883", "50 ws://b:8080/mqtt", "https://c:443"}, token: "flag-token",
-		subject: "/sport/football", count: 7, duration: 250 * time.Millisecond, size: 0, rate: 100, inflight: 8,
+		subject: "/sport/%i/%n", tpl: tpl, count: 7, duration: 250 * time.Millisecond, size: 30, rate: 100, inflight: 8,
 		window: 16, qos: mdclient.QoSStandard, retained: true, json: true, quiet: true, timeout: 2 * time.Second,
-		connectTimeout: time.Second,
+		connectTimeout: time.Second, clients: 3, connections: 2, payloadHeader: true, metrics: "127.0.0.1:9100",
 	}
 	cfg.getenv = nil
 	if !reflect.DeepEqual(cfg, want) {
@@ -237,15 +256,42 @@ func TestNoServerReachableExits2(t *testing.T) {
 	}
 	addr := l.Addr().String()
 	l.Close() // nothing listens there now
-	code, stdout, stderr := mdpub(t, "--servers", "tcp://"+addr, "--connect-timeout", "300ms", "--token", "hidden-token")
-	if code != exitUsage || stdout != "" {
-		t.Fatalf("exit %d, stdout %q", code, stdout)
+	for _, clients := range []string{"1", "3"} {
+		code, stdout, stderr := mdpub(t, "--servers", "tcp://"+addr, "--connect-timeout", "300ms", "--token", "hidden-token", "--clients", clients, "--connections", "2")
+		if code != exitUsage || stdout != "" {
+			t.Fatalf("--clients %s: exit %d, stdout %q", clients, code, stdout)
+		}
+		if strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, "no server reachable within 300ms") {
+			t.Fatalf("--clients %s: stderr %q", clients, stderr)
+		}
+		if strings.Contains(stderr, "hidden-token") {
+			t.Fatal("the token was printed")
+		}
 	}
-	if strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, "no server reachable within 300ms") {
-		t.Fatalf("stderr %q", stderr)
-	}
-	if strings.Contains(stderr, "hidden-token") {
-		t.Fatal("the token was printed")
+}
+
+// TestClientsShareTheStream: --count is the run's, over all clients; each client has its
+// connections, and the summary says how the messages spread.
+func TestClientsShareTheStream(t *testing.T) {
+	for _, args := range [][]string{
+		{"--count", "1003"},                    // closed loop
+		{"--count", "1003", "--rate", "20000"}, // open loop
+	} {
+		code, stdout, stderr := mdpub(t, append([]string{"--clients", "5", "--connections", "3", "--subject", "c/%c", "--json"}, args...)...)
+		if code != exitOK {
+			t.Fatalf("%q: exit %d; stderr:\n%s", args, code, stderr)
+		}
+		var s summary
+		if err := json.Unmarshal([]byte(stdout), &s); err != nil {
+			t.Fatal(err)
+		}
+		if s.Messages != 1003 || s.Outcomes.OK != 1003 || s.Clients != 5 || s.Connections != 3 || s.ConnectionsUp != 15 ||
+			s.PerClient.Min > s.PerClient.Max || s.PerClient.Max > 1003 || 5*s.PerClient.Min > 1003 || 5*s.PerClient.Max < 1003 {
+			t.Errorf("%q: summary %+v", args, s)
+		}
+		if !strings.Contains(stderr, "mdpub: 5 clients × 3 connections, ") || !strings.Contains(stderr, `subscriber on "c/+"`) {
+			t.Errorf("%q: banner:\n%s", args, stderr)
+		}
 	}
 }
 
@@ -396,8 +442,9 @@ func TestJSONSummaryShape(t *testing.T) {
 		slices.Sort(k)
 		return k
 	}
-	wantKeys := []string{"bytes_written", "elapsed_seconds", "embedded", "first_errors", "interrupted", "latency_us",
-		"messages", "messages_per_second", "mode", "outcomes", "qos", "reconnects", "server_down_events", "servers", "size", "subject"}
+	wantKeys := []string{"bytes_written", "clients", "connections", "connections_up", "elapsed_seconds", "embedded", "first_errors",
+		"interrupted", "latency_from", "latency_us", "messages", "messages_per_client", "messages_per_second", "mode", "outcomes",
+		"payload_header", "qos", "rate", "reconnects", "server_down_events", "servers", "size", "subject"}
 	if !slices.Equal(keys(got), wantKeys) {
 		t.Errorf("keys %q\nwant %q", keys(got), wantKeys)
 	}
@@ -538,6 +585,9 @@ func TestInterruptWaitsForEveryResultSent(t *testing.T) {
 }
 
 func TestServe(t *testing.T) {
+	counted := make(chan uint64, 16)
+	serveCounted = func(n uint64) { counted <- n }
+	defer func() { serveCounted = nil }() // after serve returned: no subscriber reads any more
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	pr, pw := io.Pipe()
@@ -581,6 +631,16 @@ func TestServe(t *testing.T) {
 		if st != want {
 			t.Errorf("token %q: %s, want %s", token, st, want)
 		}
+	}
+	// The subscriber gets the published message after its PUBACK: wait until serve has
+	// counted it before stopping serve, or the count may miss it.
+	select {
+	case n := <-counted:
+		if n != 1 {
+			t.Errorf("serve counted %d messages, want 1", n)
+		}
+	case <-time.After(deadline):
+		t.Fatal("serve's subscriber never counted the message")
 	}
 	cancel()
 	rest, _ := io.ReadAll(pr)

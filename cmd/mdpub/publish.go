@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -43,9 +45,10 @@ func statusIndex(s mdclient.Status) int {
 	return 3 // an unknown status counts as failed
 }
 
-// gate counts the messages a producer hands to the client and stops it: by the producer
-// itself (end of input, --count reached) or by the result loop (--duration, a signal).
-// Once closed, the count is final: every message counted gets a result to wait for.
+// gate counts the messages the producers hand to the clients and stops them: by a
+// producer itself (end of input, --count reached) or by the result loop (--duration, a
+// signal). Once closed, the count is final: every message counted gets a result to wait
+// for.
 type gate struct {
 	limit int // 0: none
 
@@ -80,6 +83,13 @@ func (g *gate) close() int {
 	return g.n
 }
 
+// admitted returns how many messages were admitted so far.
+func (g *gate) admitted() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.n
+}
+
 func (g *gate) closeLocked() {
 	if !g.closed {
 		g.closed = true
@@ -89,36 +99,94 @@ func (g *gate) closeLocked() {
 
 // tracker remembers when each message awaiting its result was handed to the client.
 type tracker interface {
-	// done returns the send time, in nanoseconds since the stream's start, of the message
-	// whose result carries closure, and forgets it.
-	done(closure string) int64
+	// done returns the latency's origin, in nanoseconds since the stream's start, of the
+	// message whose result carries closure, and the index of its client, and forgets it;
+	// -1 for a closure it does not know.
+	done(closure string) (sentAt int64, client int)
 }
 
-// slots tracks a generated stream without an allocation per message: a message takes a
-// free slot, whose number (pre-formatted) is its closure.
+// slot is where a generated message awaiting its result is remembered.
+type slot struct {
+	index   int32
+	name    string // the closure: index·clients + client, in decimal
+	sentAt  int64  // the latency's origin, ns since the start; written by the producer, read by the result loop after the result (the client orders the two)
+	content []byte // the message's own content, with --payload-header; else nil
+}
+
+// slots tracks one client's generated stream without an allocation per message: a
+// message takes a free slot, made the first time it is needed, and its result gives it
+// back. At most cap(tokens) slots are taken at once: the client's window.
 type slots struct {
-	free   chan int32 // slots not in use
-	sentAt []int64    // by slot; written by the producer, read by the result loop after the result (the client orders the two)
-	names  []string   // by slot: the closure
+	tokens chan struct{} // a taken slot holds one
+	client int           // the client's index, from 0
+	stride int           // the number of clients
+
+	mu   sync.Mutex
+	free []int32
+	all  []*slot // by index; a slot never moves
 }
 
-func newSlots(n int) *slots {
-	s := &slots{free: make(chan int32, n), sentAt: make([]int64, n), names: make([]string, n)}
-	for i := range n {
-		s.free <- int32(i)
-		s.names[i] = strconv.Itoa(i)
-	}
-	return s
+func newSlots(window, client, clients int) *slots {
+	return &slots{tokens: make(chan struct{}, window), client: client, stride: clients}
 }
 
-func (s *slots) done(closure string) int64 {
-	i, err := strconv.Atoi(closure)
-	if err != nil || i < 0 || i >= len(s.sentAt) {
-		return -1
+// take returns a free slot, waiting for one while the window is full, or false once stop
+// is closed.
+func (s *slots) take(stop <-chan struct{}) (*slot, bool) {
+	select {
+	case s.tokens <- struct{}{}:
+	case <-stop:
+		return nil, false
 	}
-	t := s.sentAt[i]
-	s.free <- int32(i) // never blocks: there is room for every slot
-	return t
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if n := len(s.free); n > 0 {
+		i := s.free[n-1]
+		s.free = s.free[:n-1]
+		return s.all[i], true
+	}
+	i := int32(len(s.all))
+	sl := &slot{index: i, name: strconv.Itoa(int(i)*s.stride + s.client)}
+	s.all = append(s.all, sl)
+	return sl, true
+}
+
+// put gives back a slot that was taken.
+func (s *slots) put(sl *slot) {
+	s.mu.Lock()
+	s.free = append(s.free, sl.index)
+	s.mu.Unlock()
+	<-s.tokens // never blocks: the slot holds a token
+}
+
+// get returns slot i, or nil when there is none.
+func (s *slots) get(i int) *slot {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if i < 0 || i >= len(s.all) {
+		return nil
+	}
+	return s.all[i]
+}
+
+// streamTracker tracks the generated streams of all clients: a closure names its client
+// and slot.
+type streamTracker []*slots
+
+func (tr streamTracker) done(closure string) (int64, int) {
+	id, err := strconv.Atoi(closure)
+	if err != nil || id < 0 {
+		return -1, 0
+	}
+	k := id % len(tr)
+	s := tr[k]
+	sl := s.get(id / len(tr))
+	if sl == nil {
+		return -1, 0
+	}
+	t := sl.sentAt
+	s.put(sl)
+	return t, k
 }
 
 // lines tracks the messages read from standard input, whose closures are "line-N".
@@ -143,35 +211,54 @@ func (l *lines) add(closure string, t int64) {
 	l.mu.Unlock()
 }
 
-func (l *lines) done(closure string) int64 {
+func (l *lines) done(closure string) (int64, int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	t, ok := l.sentAt[closure]
 	if !ok {
-		return -1
+		return -1, 0
 	}
 	delete(l.sentAt, closure)
 	l.free <- struct{}{} // never blocks: there is room for every token
-	return t
+	return t, 0
+}
+
+// promBounds are the upper bounds, in nanoseconds, of the buckets of --metrics' latency
+// histogram.
+var promBounds = [...]int64{
+	100e3, 250e3, 500e3, 1e6, 2.5e6, 5e6, 10e6, 25e6, 50e6, 100e6, 250e6, 500e6,
+	1e9, 2.5e9, 5e9, 10e9, 30e9, 60e9,
 }
 
 // tally is what the result loop learns; it owns it.
 type tally struct {
-	counts   [len(statuses)]uint64
-	firstErr [len(statuses)]string
-	hist     histogram
-	total    uint64
+	counts    [len(statuses)]uint64
+	firstErr  [len(statuses)]string
+	hist      *latencies
+	buckets   [len(promBounds) + 1]uint64 // latencies per bucket of promBounds, the last above them all
+	total     uint64
+	perClient []uint64 // results by client index
 }
 
-func (t *tally) add(r mdclient.PublishResult, latency time.Duration) {
+func newTally(clients int) *tally {
+	return &tally{hist: newLatencies(), perClient: make([]uint64, clients)}
+}
+
+func (t *tally) add(r mdclient.PublishResult, latency time.Duration, client int) {
 	i := statusIndex(r.Status)
 	t.counts[i]++
 	t.total++
+	t.perClient[client]++
 	if r.Err != nil && t.firstErr[i] == "" {
 		t.firstErr[i] = r.Err.Error()
 	}
 	if latency >= 0 {
 		t.hist.record(latency)
+		b := 0
+		for b < len(promBounds) && int64(latency) > promBounds[b] {
+			b++
+		}
+		t.buckets[b]++
 	}
 }
 
@@ -183,9 +270,10 @@ type outcomeLine struct {
 	Error   string `json:"error"`
 }
 
-// watcher reads the client's events until Close closes their channel.
+// watcher reads a client's events until Close closes their channel.
 type watcher struct {
 	up   chan struct{} // closed at the first NotifyServerUp
+	all  chan struct{} // closed at the want-th NotifyServerUp: every connection of the client is up
 	exit chan struct{} // closed when the channel is drained
 
 	mu      sync.Mutex
@@ -194,18 +282,21 @@ type watcher struct {
 	lastErr error // of the latest NotifyServerDown
 }
 
-func watch(c *mdclient.Client) *watcher {
-	w := &watcher{up: make(chan struct{}), exit: make(chan struct{})}
+func watch(c *mdclient.Client, want int) *watcher {
+	w := &watcher{up: make(chan struct{}), all: make(chan struct{}), exit: make(chan struct{})}
 	go func() {
 		defer close(w.exit)
 		for ev := range c.Events() {
 			w.mu.Lock()
 			switch ev.Type {
 			case mdclient.NotifyServerUp:
-				if w.ups == 0 {
+				w.ups++
+				if w.ups == 1 {
 					close(w.up)
 				}
-				w.ups++
+				if w.ups == want {
+					close(w.all)
+				}
 			case mdclient.NotifyServerDown:
 				w.downs++
 				w.lastErr = ev.Err
@@ -222,9 +313,137 @@ func (w *watcher) counts() (ups, downs int, lastErr error) {
 	return w.ups, w.downs, w.lastErr
 }
 
+// pubClient is one of the --clients independent clients.
+type pubClient struct {
+	index int    // from 0; its number (%i, the header's) is index+1
+	id    string // its MQTT client id (%c); connection i adds "-i" with --connections
+	c     *mdclient.Client
+	w     *watcher
+	subj  clientSubject
+}
+
+// clientIDs returns n client ids, "mdpub-" with 8 random hex digits shared by the run, a
+// dash and the client's number.
+func clientIDs(n int) []string {
+	var b [4]byte
+	rand.Read(b[:])
+	prefix := "mdpub-" + hex.EncodeToString(b[:]) + "-"
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = prefix + strconv.Itoa(i+1)
+	}
+	return ids
+}
+
+// clientIDLen is the length of the longest id clientIDs(n) makes.
+func clientIDLen(n int) int { return len("mdpub-12345678-") + len(strconv.Itoa(n)) }
+
+// fleet is the run's clients.
+type fleet []*pubClient
+
+// stats adds up the clients' Stats; servers counts their live connections.
+func (f fleet) stats() (st mdclient.Stats, servers int) {
+	for _, pc := range f {
+		s := pc.c.Stats()
+		st.Accepted += s.Accepted
+		st.OK += s.OK
+		st.NoSubscriber += s.NoSubscriber
+		st.Denied += s.Denied
+		st.Timeout += s.Timeout
+		st.Failed += s.Failed
+		st.InFlight += s.InFlight
+		st.Queued += s.Queued
+		st.Undelivered += s.Undelivered
+		st.Resent += s.Resent
+		st.Reconnects += s.Reconnects
+		st.BytesWritten += s.BytesWritten
+		servers += len(s.Servers)
+	}
+	return st, servers
+}
+
+// downs adds up the server down events the clients reported.
+func (f fleet) downs() int {
+	n := 0
+	for _, pc := range f {
+		_, d, _ := pc.w.counts()
+		n += d
+	}
+	return n
+}
+
+// close closes every client at once and waits for them and their watchers.
+func (f fleet) close() {
+	var wg sync.WaitGroup
+	for _, pc := range f {
+		wg.Go(func() {
+			pc.c.Close()
+			<-pc.w.exit
+		})
+	}
+	wg.Wait()
+}
+
+// waitConnected waits until every connection of every client is up, for at most timeout.
+// When that passes it goes on if every client has a connection up, and says so; otherwise
+// it returns an exit code (and false).
+func (f fleet) waitConnected(ctx context.Context, connections int, timeout time.Duration, errw io.Writer) (int, bool) {
+	connect := time.NewTimer(timeout)
+	defer connect.Stop()
+	for _, pc := range f {
+		select {
+		case <-pc.w.all:
+			continue
+		case <-connect.C:
+		case <-ctx.Done():
+			fmt.Fprintln(errw, "mdpub: interrupted before a server was reached")
+			return exitInterrupted, false
+		}
+		break
+	}
+	reached, up := 0, 0
+	var why error
+	for _, pc := range f {
+		ups, _, err := pc.w.counts()
+		if ups > 0 {
+			reached++
+		}
+		up += min(ups, connections)
+		if err != nil {
+			why = err
+		}
+	}
+	switch {
+	case reached == len(f) && up == len(f)*connections:
+		return 0, true
+	case reached == len(f):
+		fmt.Fprintf(errw, "mdpub: %d of %d connections up within %v; publishing on them\n", up, len(f)*connections, timeout)
+		return 0, true
+	}
+	reason := "no answer"
+	if why != nil {
+		reason = why.Error()
+	}
+	if reached == 0 {
+		fmt.Fprintf(errw, "mdpub: no server reachable within %v: %s\n", timeout, reason)
+	} else {
+		fmt.Fprintf(errw, "mdpub: %d of %d clients reached no server within %v: %s\n", len(f)-reached, len(f), timeout, reason)
+	}
+	return exitUsage, false
+}
+
 // publish runs the stream described by cfg and reports on it; it returns the exit code.
 func publish(ctx context.Context, cfg config, e env) int {
 	rep := newReporter(cfg, e)
+	var ms *metricsServer
+	if cfg.metrics != "" {
+		var err error
+		if ms, err = listenMetrics(cfg.metrics); err != nil {
+			fmt.Fprintf(e.stderr, "mdpub: --metrics: %v\n", err)
+			return exitUsage
+		}
+		defer ms.close()
+	}
 	servers := cfg.servers
 	var embedded string
 	if len(servers) == 0 {
@@ -238,7 +457,8 @@ func publish(ctx context.Context, cfg config, e env) int {
 			return exitUsage
 		}
 		defer broker.Close()
-		sub, err := broker.Subscribe(cfg.subject)
+		filter := cfg.tpl.filter()
+		sub, err := broker.Subscribe(filter)
 		if err != nil {
 			fmt.Fprintf(e.stderr, "mdpub: embedded broker: %v\n", err)
 			return exitUsage
@@ -251,61 +471,56 @@ func publish(ctx context.Context, cfg config, e env) int {
 		}()
 		defer func() { sub.Close(); <-drained }()
 		servers, cfg.token = []string{broker.WSAddr()}, token
-		embedded = fmt.Sprintf("embedded broker (also at %s), subscriber on %q", broker.TCPAddr(), cfg.subject)
+		embedded = fmt.Sprintf("embedded broker (also at %s), subscriber on %q", broker.TCPAddr(), filter)
 	}
 
 	opts := []mdclient.Option{
 		mdclient.WithPublishTimeout(cfg.timeout),
 		mdclient.WithConnectTimeout(cfg.connectTimeout),
 		mdclient.WithDrainTimeout(drainTimeout),
+		mdclient.WithConnections(cfg.connections),
 	}
 	if cfg.inflight > 0 {
 		opts = append(opts, mdclient.WithMaxInflight(cfg.inflight))
 	}
-	if cfg.rate > 0 {
-		// The client writes at the rate; the producer hands messages in on the same
-		// schedule, so that none waits long in the client before its turn.
-		opts = append(opts, mdclient.WithRateLimit(float64(cfg.rate), max(1, cfg.rate/100)))
+	// No mdclient.WithRateLimit for --rate: the producers keep the schedule themselves,
+	// and a message held back by the client's limiter would not count the wait.
+	ids := clientIDs(cfg.clients)
+	clients := make(fleet, cfg.clients)
+	for k := range clients {
+		c := mdclient.NewClient(append(opts, mdclient.WithClientID(ids[k]))...)
+		c.SetEntitlementToken(cfg.token)
+		clients[k] = &pubClient{index: k, id: ids[k], c: c, w: watch(c, cfg.connections), subj: cfg.tpl.forClient(k+1, ids[k])}
 	}
-	c := mdclient.NewClient(opts...)
-	c.SetEntitlementToken(cfg.token)
-	w := watch(c)
 	var closed chan struct{} // closed when the Close begun on an interrupt returns
 	defer func() {
-		c.Close()
+		clients.close()
 		if closed != nil {
 			<-closed
 		}
-		<-w.exit
 	}()
-	if err := c.SetServers(servers); err != nil {
-		fmt.Fprintf(e.stderr, "mdpub: %v\n", err)
-		return exitUsage
-	}
-
-	connect := time.NewTimer(cfg.connectTimeout)
-	defer connect.Stop()
-	select {
-	case <-w.up:
-	case <-connect.C:
-		_, _, err := w.counts()
-		why := "no answer"
-		if err != nil {
-			why = err.Error()
+	for _, pc := range clients {
+		if err := pc.c.SetServers(servers); err != nil {
+			fmt.Fprintf(e.stderr, "mdpub: %v\n", err)
+			return exitUsage
 		}
-		fmt.Fprintf(e.stderr, "mdpub: no server reachable within %v: %s\n", cfg.connectTimeout, why)
-		return exitUsage
-	case <-ctx.Done():
-		fmt.Fprintln(e.stderr, "mdpub: interrupted before a server was reached")
-		return exitInterrupted
 	}
-	rep.begin(servers, embedded)
-
-	// At most cfg.window results are outstanding (a message takes a slot or token that only
-	// its result gives back), so with room for as many the client never has to hold one
-	// back: when Close ends the drain on an interrupt, every result is in the channel.
-	results := make(chan mdclient.PublishResult, max(4096, cfg.window))
+	if code, ok := clients.waitConnected(ctx, cfg.connections, cfg.connectTimeout, e.stderr); !ok {
+		return code
+	}
 	g := newGate(cfg.count)
+	var src *metricsSource
+	if ms != nil {
+		// Scrapes wait for the result loop from now on, which begins at once.
+		src = newMetricsSource(clients, g)
+		ms.serve(src)
+	}
+	rep.begin(servers, embedded, ms.url())
+
+	// At most cfg.window results per client are outstanding (a message takes a slot or
+	// token that only its result gives back). With room for as many (up to a bound) the
+	// clients seldom have to hold one back; the loop below reads until the last.
+	results := make(chan mdclient.PublishResult, min(max(4096, cfg.window*cfg.clients), 1<<16))
 	start := time.Now()
 	var tr tracker
 	var prodErr error // the reader's; read only once producerExit is closed
@@ -315,14 +530,19 @@ func publish(ctx context.Context, cfg config, e env) int {
 		tr = l
 		go func() {
 			defer close(producerExit)
-			prodErr = readLines(e.stdin, c, cfg, g, l, start, results)
+			prodErr = readLines(e.stdin, clients[0], cfg, g, l, start, results)
 		}()
 	} else {
-		s := newSlots(cfg.window)
-		tr = s
+		st := make(streamTracker, len(clients))
+		var wg sync.WaitGroup
+		for k, pc := range clients {
+			st[k] = newSlots(cfg.window, k, len(clients))
+			wg.Go(func() { generate(pc, cfg, g, st[k], start, results) })
+		}
+		tr = st
 		go func() {
 			defer close(producerExit)
-			generate(c, cfg, g, s, start, results)
+			wg.Wait()
 		}()
 	}
 
@@ -338,6 +558,10 @@ func publish(ctx context.Context, cfg config, e env) int {
 		defer t.Stop()
 		tick = t.C
 	}
+	var snapshots chan chan loopSnapshot
+	if src != nil {
+		snapshots = src.requests
+	}
 
 	var out *bufio.Writer
 	var enc *json.Encoder
@@ -346,7 +570,7 @@ func publish(ctx context.Context, cfg config, e env) int {
 		enc = json.NewEncoder(out)
 		enc.SetEscapeHTML(false)
 	}
-	var t tally
+	t := newTally(len(clients))
 	total := -1 // known once the gate is closed
 	stoppedEarly, interrupted := false, false
 	var tooLarge error // the first result's, when it says the messages exceed the server's Maximum Packet Size
@@ -356,7 +580,8 @@ func publish(ctx context.Context, cfg config, e env) int {
 		case r := <-results:
 			now := time.Since(start)
 			latency := time.Duration(-1)
-			if sent := tr.done(r.Closure); sent >= 0 {
+			sent, k := tr.done(r.Closure)
+			if sent >= 0 {
 				latency = now - time.Duration(sent)
 			}
 			if t.total == 0 && !cfg.stdin && errors.Is(r.Err, mdclient.ErrMessageTooLarge) {
@@ -365,7 +590,7 @@ func publish(ctx context.Context, cfg config, e env) int {
 				tooLarge = r.Err
 				total, stoppedEarly = g.close(), true
 			}
-			t.add(r, latency)
+			t.add(r, latency, k)
 			if enc != nil {
 				line := outcomeLine{Closure: r.Closure, Status: string(r.Status), Server: r.Server}
 				if r.Err != nil {
@@ -388,13 +613,19 @@ func publish(ctx context.Context, cfg config, e env) int {
 			closed = make(chan struct{})
 			go func() {
 				defer close(closed)
-				c.Close()
+				clients.close()
 			}()
 		case <-tick:
-			rep.progress(time.Since(start), c.Stats())
+			st, _ := clients.stats()
+			rep.progress(time.Since(start), st)
+		case reply := <-snapshots:
+			reply <- t.snapshot()
 		}
 	}
 	elapsed := time.Since(start)
+	if src != nil {
+		src.finish(t.snapshot())
+	}
 	if out != nil {
 		out.Flush()
 	}
@@ -416,8 +647,7 @@ func publish(ctx context.Context, cfg config, e env) int {
 		fmt.Fprintf(e.stderr, "mdpub: --size %d is too large for the server's Maximum Packet Size: %v\n", cfg.size, tooLarge)
 		return exitUsage
 	}
-	st := c.Stats()
-	_, downs, _ := w.counts()
+	st, up := clients.stats()
 	code := exitOK
 	if t.counts[0] != t.total {
 		code = exitNotOK
@@ -426,51 +656,91 @@ func publish(ctx context.Context, cfg config, e env) int {
 		fmt.Fprintf(e.stderr, "mdpub: reading standard input: %v\n", readErr)
 		code = max(code, exitNotOK)
 	}
-	rep.summary(summaryOf(cfg, servers, embedded != "", &t, elapsed, st, downs, interrupted))
+	rep.summary(summaryOf(cfg, servers, embedded != "", t, elapsed, st, up, clients.downs(), interrupted))
 	if interrupted {
 		return exitInterrupted
 	}
 	return code
 }
 
-// generate publishes cfg.size-byte messages until the gate closes.
-func generate(c *mdclient.Client, cfg config, g *gate, s *slots, start time.Time, results chan mdclient.PublishResult) {
-	content := make([]byte, cfg.size)
-	for i := range content {
-		content[i] = 'a' + byte(i%26)
+// filler returns size bytes of a-z.
+func filler(size int) []byte {
+	b := make([]byte, size)
+	for i := range b {
+		b[i] = 'a' + byte(i%26)
 	}
-	p := newPacer(cfg.rate, start)
+	return b
+}
+
+// generate publishes cfg.size-byte messages on pc until the gate closes. With --rate, the
+// client's share of the schedule is every cfg.clients-th message of the run, from its
+// index: message j of client k is due at start + (j·clients + k)/rate.
+func generate(pc *pubClient, cfg config, g *gate, s *slots, start time.Time, results chan mdclient.PublishResult) {
+	shared := filler(cfg.size)
+	startUnix := start.UnixNano()
+	var p pacer
 	defer p.stop()
+	var subject []byte
 	ctx := context.Background() // each message has the publish timeout; stopping the stream does not cut them short
-	for seq := 0; ; seq++ {
-		if !p.wait(seq, g.done) {
-			return
+	for j := 0; ; j++ {
+		due := time.Duration(-1)
+		if cfg.rate > 0 {
+			due = dueAt(j*cfg.clients+pc.index, cfg.rate)
+			if !p.wait(start.Add(due), g.done) {
+				return
+			}
 		}
-		var slot int32
-		select {
-		case slot = <-s.free:
-		case <-g.done:
+		sl, ok := s.take(g.done)
+		if !ok {
 			return
 		}
 		if !g.admit() {
-			s.free <- slot
+			s.put(sl)
 			return
 		}
-		s.sentAt[slot] = int64(time.Since(start))
-		c.PublishAsync(ctx, mdclient.PublishRequest{Message: cfg.message(content, s.names[slot]), Result: results})
+		origin := time.Since(start)
+		if due >= 0 {
+			// Open loop: from when the message was due, so that the time it waited to be
+			// sent counts; from the call if it went up to a millisecond early.
+			origin = min(origin, due)
+		}
+		sl.sentAt = int64(origin)
+		content := shared
+		seq := uint64(j + 1)
+		if cfg.payloadHeader {
+			if sl.content == nil {
+				sl.content = filler(cfg.size)
+			}
+			content = sl.content
+			putHeader(content, seq, startUnix+int64(origin), uint32(pc.index+1))
+		}
+		m := cfg.message(content, sl.name)
+		m.Subject = pc.subj.subject(&subject, seq)
+		pc.c.PublishAsync(ctx, mdclient.PublishRequest{Message: m, Result: results})
 	}
 }
 
-// readLines publishes each line of r (without its line ending) until the end of r or the
-// gate closes. It returns a read error other than the end of input.
-func readLines(r io.Reader, c *mdclient.Client, cfg config, g *gate, l *lines, start time.Time, results chan mdclient.PublishResult) error {
+// dueAt is when message i of the run is due at rate messages per second.
+func dueAt(i, rate int) time.Duration {
+	return time.Duration(float64(i) / float64(rate) * float64(time.Second))
+}
+
+// readLines publishes each line of r (without its line ending) on pc until the end of r
+// or the gate closes. It returns a read error other than the end of input. With --rate,
+// line n is due at start + (n-1)/rate plus the time spent so far waiting for input: a slow
+// input delays the schedule, a slow server does not.
+func readLines(r io.Reader, pc *pubClient, cfg config, g *gate, l *lines, start time.Time, results chan mdclient.PublishResult) error {
 	defer g.close()
 	br := bufio.NewReaderSize(r, 64<<10)
-	p := newPacer(cfg.rate, start)
+	var p pacer
 	defer p.stop()
+	var reading time.Duration // spent waiting for input
+	var subject []byte
 	ctx := context.Background()
 	for n := 1; ; n++ {
+		readStart := time.Now()
 		line, err := br.ReadBytes('\n')
+		reading += time.Since(readStart)
 		if err != nil && (len(line) == 0 || !errors.Is(err, io.EOF)) {
 			if errors.Is(err, io.EOF) {
 				return nil
@@ -478,8 +748,12 @@ func readLines(r io.Reader, c *mdclient.Client, cfg config, g *gate, l *lines, s
 			return err
 		}
 		line = bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r"))
-		if !p.wait(n-1, g.done) {
-			return nil
+		due := time.Duration(-1)
+		if cfg.rate > 0 {
+			due = dueAt(n-1, cfg.rate) + reading
+			if !p.wait(start.Add(due), g.done) {
+				return nil
+			}
 		}
 		select {
 		case <-l.free:
@@ -490,35 +764,38 @@ func readLines(r io.Reader, c *mdclient.Client, cfg config, g *gate, l *lines, s
 			l.free <- struct{}{}
 			return nil
 		}
+		origin := time.Since(start)
+		if due >= 0 {
+			origin = min(origin, due)
+		}
 		closure := "line-" + strconv.Itoa(n)
-		l.add(closure, int64(time.Since(start)))
-		c.PublishAsync(ctx, mdclient.PublishRequest{Message: cfg.message(line, closure), Result: results})
+		l.add(closure, int64(origin))
+		m := cfg.message(line, closure)
+		m.Subject = pc.subj.subject(&subject, uint64(n))
+		pc.c.PublishAsync(ctx, mdclient.PublishRequest{Message: m, Result: results})
 		if err != nil { // the last line, without a line ending
 			return nil
 		}
 	}
 }
 
-// pacer spaces messages rate per second apart, from start: message seq is due at
-// start + seq/rate. A producer behind schedule catches up without waiting; one ahead
-// waits only when it is a millisecond early or more, so that fast rates go in bursts.
+// pacer waits for messages' due times. It waits only when a message is a millisecond
+// early or more (timers are not finer), so that fast rates go in bursts of at most a
+// millisecond's worth; a producer behind schedule catches up without waiting.
 type pacer struct {
-	rate  int
-	start time.Time
 	timer *time.Timer
 }
 
-func newPacer(rate int, start time.Time) *pacer { return &pacer{rate: rate, start: start} }
-
-// wait returns when message seq is due (true) or stop is closed (false).
-func (p *pacer) wait(seq int, stop <-chan struct{}) bool {
-	if p.rate <= 0 {
-		return true
-	}
-	due := p.start.Add(time.Duration(float64(seq) / float64(p.rate) * float64(time.Second)))
+// wait returns when due comes (true) or stop is closed (false).
+func (p *pacer) wait(due time.Time, stop <-chan struct{}) bool {
 	d := time.Until(due)
 	if d < time.Millisecond {
-		return true
+		select {
+		case <-stop:
+			return false
+		default:
+			return true
+		}
 	}
 	if p.timer == nil {
 		p.timer = time.NewTimer(d)

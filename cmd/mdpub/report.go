@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -78,8 +79,8 @@ func (r *reporter) paint(code, s string) string {
 	return code + s + reset
 }
 
-// begin says what is about to be published, and where.
-func (r *reporter) begin(servers []string, embedded string) {
+// begin says what is about to be published, and where; metrics is the URL of --metrics.
+func (r *reporter) begin(servers []string, embedded, metrics string) {
 	what := fmt.Sprintf("%d-byte messages", r.cfg.size)
 	if r.cfg.stdin {
 		what = "lines of standard input"
@@ -96,6 +97,14 @@ func (r *reporter) begin(servers []string, embedded string) {
 	fmt.Fprintf(r.w, "mdpub: publishing %s%s to %q on %s\n", what, limit, r.cfg.subject, joinServers(servers))
 	if embedded != "" {
 		fmt.Fprintf(r.w, "mdpub: %s\n", embedded)
+	}
+	loop := "closed loop: latency from each publish call"
+	if r.cfg.rate > 0 {
+		loop = fmt.Sprintf("open loop at %s messages/s: latency from each message's due time", grouped(uint64(r.cfg.rate)))
+	}
+	fmt.Fprintf(r.w, "mdpub: %s × %s, %s\n", plural(r.cfg.clients, "client"), plural(r.cfg.connections, "connection"), loop)
+	if metrics != "" {
+		fmt.Fprintf(r.w, "mdpub: metrics on %s\n", metrics)
 	}
 }
 
@@ -195,9 +204,16 @@ type summary struct {
 	Mode              string     `json:"mode"` // "stream" or "stdin"
 	Servers           []string   `json:"servers"`
 	Embedded          bool       `json:"embedded"`
-	Subject           string     `json:"subject"`
+	Subject           string     `json:"subject"` // the template
 	QoS               string     `json:"qos"`
 	Size              int        `json:"size"` // content bytes per message; 0 with --stdin
+	PayloadHeader     bool       `json:"payload_header"`
+	Clients           int        `json:"clients"`
+	Connections       int        `json:"connections"`    // per client
+	ConnectionsUp     int        `json:"connections_up"` // at the end, over all clients
+	PerClient         perClient  `json:"messages_per_client"`
+	Rate              int        `json:"rate"`         // messages per second; 0: closed loop
+	LatencyFrom       string     `json:"latency_from"` // "due" (open loop) or "call" (closed loop)
 	Messages          uint64     `json:"messages"`
 	Outcomes          outcomes   `json:"outcomes"`
 	ElapsedSeconds    float64    `json:"elapsed_seconds"`
@@ -209,7 +225,13 @@ type summary struct {
 	Interrupted       bool       `json:"interrupted"`
 	FirstErrors       firstError `json:"first_errors"`
 
-	hist *histogram // for the human table
+	hist *latencies // for the human table
+}
+
+// perClient is the spread of the results over the clients.
+type perClient struct {
+	Min uint64 `json:"min"`
+	Max uint64 `json:"max"`
 }
 
 // outcomes counts results per status, always all five, in the order reports use.
@@ -221,8 +243,8 @@ type outcomes struct {
 	Timeout      uint64 `json:"NOTIFY_PUBLISH_TIMEOUT"`
 }
 
-// latencyUS is the latency distribution in microseconds, from the PublishAsync call to
-// the result's arrival.
+// latencyUS is the latency distribution in microseconds, to the result's arrival from
+// the message's due time with --rate (open loop), else from the PublishAsync call.
 type latencyUS struct {
 	P50  float64 `json:"p50"`
 	P90  float64 `json:"p90"`
@@ -241,7 +263,7 @@ var quantiles = [...]struct {
 	num, den uint64
 }{{"p50", 1, 2}, {"p90", 9, 10}, {"p99", 99, 100}, {"p99.9", 999, 1000}}
 
-func summaryOf(cfg config, servers []string, embedded bool, t *tally, elapsed time.Duration, st mdclient.Stats, downs int, interrupted bool) summary {
+func summaryOf(cfg config, servers []string, embedded bool, t *tally, elapsed time.Duration, st mdclient.Stats, up, downs int, interrupted bool) summary {
 	s := summary{
 		Mode:             "stream",
 		Servers:          servers,
@@ -249,6 +271,12 @@ func summaryOf(cfg config, servers []string, embedded bool, t *tally, elapsed ti
 		Subject:          cfg.subject,
 		QoS:              describeQoS(cfg.qos),
 		Size:             cfg.size,
+		PayloadHeader:    cfg.payloadHeader,
+		Clients:          cfg.clients,
+		Connections:      cfg.connections,
+		ConnectionsUp:    up,
+		Rate:             cfg.rate,
+		LatencyFrom:      "call",
 		Messages:         t.total,
 		ElapsedSeconds:   elapsed.Seconds(),
 		BytesWritten:     st.BytesWritten,
@@ -263,12 +291,18 @@ func summaryOf(cfg config, servers []string, embedded bool, t *tally, elapsed ti
 	if cfg.stdin {
 		s.Mode, s.Size = "stdin", 0
 	}
+	if cfg.rate > 0 {
+		s.LatencyFrom = "due"
+	}
+	if len(t.perClient) > 0 {
+		s.PerClient = perClient{Min: slices.Min(t.perClient), Max: slices.Max(t.perClient)}
+	}
 	if elapsed > 0 {
 		s.MessagesPerSecond = math.Round(float64(t.total)/elapsed.Seconds()*10) / 10
 	}
 	us := func(ns uint64) float64 { return float64(ns) / 1e3 }
 	s.ElapsedSeconds = math.Round(s.ElapsedSeconds*1e6) / 1e6
-	h := &t.hist
+	h := t.hist
 	s.LatencyUS = latencyUS{
 		P50: us(h.quantile(1, 2)), P90: us(h.quantile(9, 10)), P99: us(h.quantile(99, 100)),
 		P999: us(h.quantile(999, 1000)), Max: us(h.max), Mean: math.Round(h.mean()) / 1e3,
@@ -343,7 +377,18 @@ func (r *reporter) summary(s summary) {
 			fmt.Fprintf(&b, "%s %s  ", q.name, latency(s.hist.quantile(q.num, q.den)))
 		}
 		fmt.Fprintf(&b, "max %s", latency(s.hist.max))
-		fmt.Fprintf(w, "%-12s %s\n", "latency", b.String())
+		from := "from the publish call"
+		if s.LatencyFrom == "due" {
+			from = "from each message's due time"
+		}
+		fmt.Fprintf(w, "%-12s %s  (%s)\n", "latency", b.String(), from)
+	}
+	if s.Clients > 1 || s.Connections > 1 {
+		each := ""
+		if s.Clients > 1 {
+			each = fmt.Sprintf(", %s–%s messages each", grouped(s.PerClient.Min), grouped(s.PerClient.Max))
+		}
+		fmt.Fprintf(w, "%-12s %d × %s, %d up at the end%s\n", "clients", s.Clients, plural(s.Connections, "connection"), s.ConnectionsUp, each)
 	}
 	fmt.Fprintf(w, "%-12s reconnects %d, server down events %d\n", "failovers", s.Reconnects, s.ServerDownEvents)
 	for _, st := range statuses[1:] {
@@ -351,6 +396,14 @@ func (r *reporter) summary(s summary) {
 			fmt.Fprintf(w, "%-12s %s: %s\n", "first error", st, e)
 		}
 	}
+}
+
+// plural writes n things.
+func plural(n int, thing string) string {
+	if n == 1 {
+		return "1 " + thing
+	}
+	return grouped(uint64(n)) + " " + thing + "s"
 }
 
 // bytesPerSecond formats the bytes written and their rate.

@@ -23,6 +23,12 @@ that matches no subscriber gets NO_SUBSCRIBER.
 Flags:
 `
 
+// serveCounted, when not nil, is called by serve's subscribers with the total they have
+// received, after each message. mdtest hands a message to its subscribers after the
+// publisher's PUBACK, so that a publisher cannot tell when the count includes it: a
+// variable only so that tests can wait for the count.
+var serveCounted func(total uint64)
+
 // serve runs the embedded broker until ctx ends; it returns the exit code.
 func serve(ctx context.Context, args []string, e env) int {
 	fs := flag.NewFlagSet("mdpub serve", flag.ContinueOnError)
@@ -89,7 +95,9 @@ func serve(ctx context.Context, args []string, e env) int {
 		go func() {
 			defer func() { drained <- struct{}{} }()
 			for range sub.Messages() {
-				received.Add(1)
+				if n := received.Add(1); serveCounted != nil {
+					serveCounted(n)
+				}
 			}
 		}()
 	}
