@@ -208,6 +208,10 @@ func TestEventsUpDown(t *testing.T) {
 				if ev.Server != srv.TCPAddr() {
 					t.Fatalf("up event for %s", ev.Server)
 				}
+				// An Up event is news the Stats already tell.
+				if st := c.Stats(); st.Server != ev.Server || len(st.Servers) != 1 {
+					t.Errorf("after the Up event, Stats say server %q, servers %v", st.Server, st.Servers)
+				}
 				return
 			}
 			if ev.Type != mdclient.NotifyServerDown || ev.Server != "tcp://127.0.0.1:1" || ev.Err == nil {

@@ -171,12 +171,42 @@ func TestMosquittoSIGTERM(t *testing.T) {
 func TestRateLimitHolds(t *testing.T) {
 	b := mosquittotest.Start(t, mosquittotest.Config{MaxInflight: 1000})
 	const rate, burst = 1000.0, 50
-	c := newClient(t, "", []string{b.TCPAddr()}, mdclient.WithRateLimit(rate, burst))
+	// A queue of 2 s at the rate: with the default 16 384 (16 s) the last requests of the
+	// window would be written just before their publish timeout, and their PUBACK come after.
+	c := openClient(t, "", []string{b.TCPAddr()}, mdclient.WithRateLimit(rate, burst), mdclient.WithMaxQueued(2000))
 	awaitEvent(t, c, mdclient.NotifyServerUp, "", 5*time.Second)
 	results := make(chan mdclient.PublishResult, 1024)
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	produced := make(chan struct{})
+	defer func() {
+		// Stop the producer, close the client and take every result it still has for
+		// us, so that no goroutine of it waits on this channel when the test ends.
+		cancel()
+		<-produced
+		closed := make(chan error)
+		go func() { closed <- c.Close() }()
+		for done := false; !done; {
+			select {
+			case <-results:
+			case err := <-closed:
+				if err != nil {
+					t.Errorf("Close: %v", err)
+				}
+				done = true
+			}
+		}
+		eventually(10*time.Second, func() bool {
+			for {
+				select {
+				case <-results:
+				default:
+					return c.Stats().Undelivered == 0
+				}
+			}
+		})
+	}()
 	go func() {
+		defer close(produced)
 		for i := 0; ctx.Err() == nil; i++ {
 			c.PublishAsync(ctx, mdclient.PublishRequest{Result: results, Message: mdclient.Message{Subject: "rate/x", Closure: strconv.Itoa(i)}})
 		}
@@ -202,5 +232,4 @@ func TestRateLimitHolds(t *testing.T) {
 	if got > rate*1.05 || got < rate*0.95 {
 		t.Errorf("%.1f publishes a second, want within 5%% of %.0f", got, rate)
 	}
-	cancel()
 }

@@ -315,14 +315,21 @@ func (r *run) connected(ctx context.Context, cn *conn.Conn, ep conn.Endpoint, m 
 	}
 	name := ep.String()
 	c.cfg.Logger.Info("mdclient: connected", "server", name, "receive_maximum", cn.Limits().ReceiveMaximum)
-	c.cfg.Notify(true, name, nil)
+	taken := make(chan struct{})
 	select {
-	case c.cfg.Events <- conn.Event{Conn: cn, Up: true, Lane: r.slot}:
+	case c.cfg.Events <- conn.Event{Conn: cn, Up: true, Lane: r.slot, Taken: taken}:
 	case <-c.cfg.Quit:
 		cn.Close(nil)
 		return false
 	}
 	cn.Start(c.cfg.Events, c.cfg.Quit)
+	// Announced once the engine uses it: whoever reads the Up event and then asks for
+	// Stats finds the connection counted.
+	select {
+	case <-taken:
+		c.cfg.Notify(true, name, nil)
+	case <-c.cfg.Quit:
+	}
 	for done := false; !done; {
 		select {
 		case <-cn.Done():

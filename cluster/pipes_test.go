@@ -151,7 +151,10 @@ func runConfig(t *testing.T, w *world, cfg Config, servers ...string) (c *Cluste
 	go func() {
 		for {
 			select {
-			case <-events:
+			case ev := <-events:
+				if ev.Taken != nil { // the engine's part: it has the connection
+					close(ev.Taken)
+				}
 			case <-quit:
 				return
 			}

@@ -60,6 +60,9 @@ type Event struct {
 	Down      error  // Conn has ended, for this reason; no event from it follows
 	Refused   error  // every server refused the credentials (a *RefusedError)
 	Lane      int    // with Up: the engine's lane (connection slot) Conn serves
+	// Taken, with Up, is closed by the engine once Conn is in use, so that the cluster
+	// announces the server up only when the client's Stats count it.
+	Taken chan struct{}
 }
 
 // Conn is one live MQTT connection. The engine hands it byte batches with Send; its reader
@@ -79,7 +82,9 @@ type Conn struct {
 	closing  chan struct{}  // Close → writer: flush, send DISCONNECT, end
 	stop     chan struct{}  // closed when the connection ends, by whichever side
 	done     chan struct{}  // closed when both goroutines have exited (or, unstarted, at Close)
-	started  atomic.Bool
+	startMu  sync.Mutex     // Start and the Close of an unstarted connection exclude each other
+	started  bool           // Start ran
+	ended    bool           // Close came first: Start must not start
 
 	closeOnce   sync.Once
 	closeReason error // why Close was called; written before closing is closed
@@ -235,8 +240,16 @@ func (c *Conn) Err() error {
 
 // Start runs the reader and writer. They send events to events until the connection ends,
 // and give up sending when quit is closed.
+// Start after Close does nothing: the engine may close a connection the cluster has just
+// handed it before the cluster starts it.
 func (c *Conn) Start(events chan<- Event, quit <-chan struct{}) {
-	c.started.Store(true)
+	c.startMu.Lock()
+	if c.ended {
+		c.startMu.Unlock()
+		return
+	}
+	c.started = true
+	c.startMu.Unlock()
 	c.lastRead.Store(time.Now().UnixNano())
 	if c.keepAlive > 0 {
 		c.watch(c.keepAlive * 3 / 2)
@@ -288,7 +301,11 @@ func (c *Conn) Close(reason error) {
 			reason = ErrClosed
 		}
 		c.closeReason = reason
-		if !c.started.Load() {
+		c.startMu.Lock()
+		started := c.started
+		c.ended = !started
+		c.startMu.Unlock()
+		if !started {
 			c.shutdown(reason)
 			close(c.done)
 			return

@@ -108,6 +108,39 @@ func TestBatch(t *testing.T) {
 	}
 }
 
+// TestStartAfterClose: the engine may close a connection the cluster has just handed it
+// before the cluster starts it; Start then does nothing (it used to close Done again: a
+// panic).
+func TestStartAfterClose(t *testing.T) {
+	srv, err := mdtest.NewServer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	c, err := conn.Dial(context.Background(), endpoint(t, srv.TCPAddr()), &conn.Config{ClientID: "late-start", ConnectTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close(nil)
+	events := make(chan conn.Event, 4)
+	quit := make(chan struct{})
+	defer close(quit)
+	c.Start(events, quit)
+	select {
+	case <-c.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("Done not closed")
+	}
+	if c.Send([]byte{0xc0, 0}) {
+		t.Error("Send accepted on a closed connection")
+	}
+	select {
+	case ev := <-events:
+		t.Errorf("event %+v from a connection never started", ev)
+	default:
+	}
+}
+
 func TestRefused(t *testing.T) {
 	b := mosquittotest.Start(t, mosquittotest.Config{Users: map[string]string{"u": "right"}})
 	_, err := conn.Dial(context.Background(), endpoint(t, b.TCPAddr()),

@@ -368,6 +368,9 @@ func (e *Engine) handle(ev conn.Event) {
 		}
 		l.up(ev.Conn)
 		e.route()
+		if ev.Taken != nil {
+			close(ev.Taken)
+		}
 	case ev.Refused != nil:
 		for _, l := range e.lanes {
 			for l.queue.len() > 0 {
