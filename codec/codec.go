@@ -16,6 +16,10 @@
 // Byte slices in decoded packets (Publish.Payload, Publish.CorrelationData,
 // Connect.Password) alias the body that was decoded; copy them if the buffer
 // is reused. Strings are always copies.
+//
+// It is part of mdclient's machinery, importable so that the other actors, the test
+// kit and the tests can use it; its API has no compatibility promise, except
+// [UserProperty], which the root package names as mdclient.UserProperty.
 package codec
 
 import (
