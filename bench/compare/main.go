@@ -85,6 +85,7 @@ func main() {
 	flag.Float64Var(&cfg.rate, "rate", 30000, "-window-sweep: messages/s every client is offered for the latency chart")
 	flag.DurationVar(&cfg.rateDur, "rate-duration", 3*time.Second, "-window-sweep: how long each latency measurement publishes at -rate")
 	flag.IntVar(&rawBatchBytes, "raw-batch", rawBatchBytes, "raw: most bytes written at once (one WebSocket message)")
+	flag.IntVar(&rawWSMessage, "raw-ws-message", 0, "raw over WebSocket: most bytes of one WebSocket message, a write split over several (0: one message per write)")
 	flag.BoolVar(&cfg.cancelCtx, "cancel-ctx", false, "pass mdclient and paho.golang publish calls a cancelable context (the measurement's) instead of context.Background()")
 	flag.DurationVar(&cfg.timeout, "timeout", 2*time.Minute, "bound of one measurement")
 	flag.StringVar(&cfg.docs, "docs", "../../docs", "where -window-sweep writes bench-throughput-window.png and bench-latency.png")

@@ -23,6 +23,30 @@ import (
 // rawBatchBytes is the most the raw writer writes at once (-raw-batch).
 var rawBatchBytes = 64 << 10
 
+// rawWSMessage, when above 0, is the most bytes the raw writer puts in one WebSocket
+// message (-raw-ws-message): a batch is split over several, MQTT packets across them.
+var rawWSMessage = 0
+
+// splitWriter writes each Write as WebSocket messages of at most max bytes.
+type splitWriter struct {
+	net.Conn
+	max int
+}
+
+func (w splitWriter) Write(p []byte) (int, error) {
+	n := 0
+	for len(p) > 0 {
+		k := min(len(p), w.max)
+		m, err := w.Conn.Write(p[:k])
+		n += m
+		if err != nil {
+			return n, err
+		}
+		p = p[k:]
+	}
+	return n, nil
+}
+
 // dialRaw opens a byte stream to the broker: TCP, or WebSocket with one binary message
 // per Write.
 func dialRaw(ctx context.Context, s spec) (net.Conn, error) {
@@ -34,7 +58,11 @@ func dialRaw(ctx context.Context, s spec) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return websocket.NetConn(context.Background(), c, websocket.MessageBinary), nil
+	nc := websocket.NetConn(context.Background(), c, websocket.MessageBinary)
+	if rawWSMessage > 0 {
+		return splitWriter{nc, rawWSMessage}, nil
+	}
+	return nc, nil
 }
 
 func appendVarInt(b []byte, n int) []byte {
