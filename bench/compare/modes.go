@@ -13,12 +13,19 @@ import (
 
 // ---- -sink: every client's own cost against the FAKE sink ----
 
+// sinkLatEvery is -lat-every's default in the CPU modes: against the FAKE sink two clock
+// reads per message would be a tenth of mdclient's CPU per message.
+const sinkLatEvery = 16
+
 // pahoClient reports whether c is one of the slow peers, which get -sink-paho-n messages.
 func pahoClient(c string) bool { return strings.HasPrefix(c, "paho") }
 
 // sinkCompare measures every client over TCP against a FAKE sink in its own process,
 // runs interleaved, and prints each client's CPU per message and its ratio to raw's.
 func sinkCompare(ctx context.Context, cfg config) ([]sample, error) {
+	if cfg.latEvery == 0 {
+		cfg.latEvery = sinkLatEvery
+	}
 	sk, err := startSink()
 	if err != nil {
 		return nil, err
@@ -41,8 +48,8 @@ func sinkCompare(ctx context.Context, cfg config) ([]sample, error) {
 	}
 	fmt.Printf("\n## The client's own cost: FAKE sink (mdtest.NewSink, its own process, acknowledges every PUBLISH at once, routes nothing), TCP, payload %d B, QoS 1, %d runs\n\n",
 		cfg.size, cfg.runs)
-	fmt.Printf("%d messages per run (paho clients %d), raw/mdclient window %d, %d goroutines for Publish, %d paho.mqtt.golang tokens; cpu/msg: this process, first publish to last acknowledgement\n\n",
-		cfg.sinkN, cfg.sinkPahoN, cfg.window, cfg.goroutines, cfg.tokens)
+	fmt.Printf("%d messages per run (paho clients %d), raw/mdclient window %d, %d goroutines for Publish, %d paho.mqtt.golang tokens; cpu/msg: this process, first publish to last acknowledgement; latency of every %d-th message\n\n",
+		cfg.sinkN, cfg.sinkPahoN, cfg.window, cfg.goroutines, cfg.tokens, cfg.latEvery)
 	cpuTable(samples, cfg.clients, nil, "")
 	return samples, nil
 }
@@ -184,6 +191,9 @@ func fmtBytes(n int) string {
 // FAKE sink (or, with -growth-broker, mosquitto), every point of every dimension once per
 // round, rounds interleaved.
 func growth(ctx context.Context, cfg config) ([]sample, error) {
+	if cfg.latEvery == 0 {
+		cfg.latEvery = sinkLatEvery
+	}
 	pts, err := growthPoints(cfg)
 	if err != nil {
 		return nil, err
