@@ -153,11 +153,8 @@ func growthPoints(cfg config) ([]point, error) {
 			}
 		case "subjects":
 			for _, k := range cfg.subjects {
-				pts = append(pts, point{dim: d, label: strconv.Itoa(k), clients: three, apply: func(s *spec) {
-					if k > 1 {
-						s.topics = topics[:k]
-					}
-				}})
+				// One subject too is one of these, so that every point's topics are as long.
+				pts = append(pts, point{dim: d, label: strconv.Itoa(k), clients: three, apply: func(s *spec) { s.topics = topics[:k] }})
 			}
 		case "goroutines":
 			for _, g := range cfg.goroutineCounts {
