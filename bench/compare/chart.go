@@ -219,7 +219,7 @@ func poolChart(path string, samples []sample) error {
 		}
 	}
 	var lines []any
-	maxConns := 1
+	maxConns, top := 1, 0.0
 	for _, k := range keys {
 		var conns []int
 		for _, s := range samples {
@@ -237,14 +237,14 @@ func poolChart(path string, samples []sample) error {
 				}
 			}
 			pts = append(pts, plotter.XY{X: float64(c), Y: median(rates)})
-			maxConns = max(maxConns, c)
+			maxConns, top = max(maxConns, c), max(top, median(rates))
 		}
 		lines = append(lines, fmt.Sprintf("%s, max_inflight %d", k.client, k.maxInflight), pts)
 	}
 	if err := plotutil.AddLinePoints(p, lines...); err != nil {
 		return err
 	}
-	p.Y.Min = 0
+	p.Y.Min, p.Y.Max = 0, 1.5*top // room above the lines for the legend
 	p.X.Min, p.X.Max = 0.8, float64(maxConns)+0.2
 	return p.Save(9*vg.Inch, 5.5*vg.Inch, path)
 }
