@@ -22,6 +22,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -89,9 +90,9 @@ func main() {
 	flag.IntVar(&rawWSMessage, "raw-ws-message", 0, "raw over WebSocket: most bytes of one WebSocket message, a write split over several (0: one message per write)")
 	flag.BoolVar(&cfg.cancelCtx, "cancel-ctx", false, "pass mdclient and paho.golang publish calls a cancelable context (the measurement's) instead of context.Background()")
 	flag.DurationVar(&cfg.timeout, "timeout", 2*time.Minute, "bound of one measurement")
-	flag.StringVar(&cfg.docs, "docs", "../../docs", "where -window-sweep writes bench-throughput-window.png and bench-latency.png")
+	flag.StringVar(&cfg.docs, "docs", "../../docs", "where -window-sweep writes bench-throughput-window.png and bench-latency.png, and -pool its -pool-chart")
 	flag.StringVar(&cfg.jsonPath, "json", "", "write every measurement to this JSON file")
-	flag.StringVar(&cfg.plotFrom, "plot-from", "", "measure nothing: draw the charts (into -docs) from a file written by -json -window-sweep")
+	flag.StringVar(&cfg.plotFrom, "plot-from", "", "measure nothing: draw the charts (into -docs) from a file written by -json with -window-sweep or -pool")
 	flag.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run (combine with -clients to profile one client)")
 
 	flag.IntVar(&cfg.latEvery, "lat-every", 0, "take the latency of every n-th message only (mdclient, paho; raw takes all): fewer clock reads in the measured span; 0: 1 against mosquitto, 16 in -sink and -growth")
@@ -127,7 +128,6 @@ func main() {
 	cfg.transports = splitList(transports)
 	cfg.growthDims = splitList(*growthDims)
 	cfg.poolClients = splitList(*poolClients)
-	var err error
 	parse := func(name, list string, lo, hi int) []int {
 		var out []int
 		for _, f := range splitList(list) {
@@ -153,7 +153,7 @@ func main() {
 	if !compareSet && (cfg.sink || cfg.growth || cfg.pool) {
 		cfg.compare = false
 	}
-	if err = run(cfg); err != nil {
+	if err := run(cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "compare:", err)
 		os.Exit(1)
 	}
@@ -170,7 +170,7 @@ func splitList(s string) []string {
 }
 
 func run(cfg config) error {
-	for _, c := range cfg.clients {
+	for _, c := range append(slices.Clone(cfg.clients), cfg.poolClients...) {
 		if findRunner(c) == nil {
 			return fmt.Errorf("unknown client %q", c)
 		}

@@ -365,8 +365,10 @@ func runRaw(ctx context.Context, s spec) (outcome, error) {
 	}
 	cpu := selfCPU() - cpu0
 	c.Write([]byte{0xe0, 0}) // DISCONNECT
+	// lat is in the order of the acknowledgements: the last one's wait tells a server that
+	// holds back the end of a burst (mosquitto: Nagle over TCP, its WebSocket poll timeout).
 	return outcome{lat: lat, failed: failed, elapsed: time.Duration(end - start), cpu: cpu,
-		start: start, end: end, detail: fmt.Sprintf("window %d", window)}, nil
+		start: start, end: end, detail: fmt.Sprintf("window %d, last PUBACK %s after its PUBLISH", window, fmtLat(float64(lat[s.n-1])/1e3))}, nil
 }
 
 // appendPublish appends a QoS 1 PUBLISH of payload to topic with packet identifier id
