@@ -192,3 +192,70 @@ func (latencyTicks) Ticks(lo, hi float64) []plot.Tick {
 	}
 	return ticks
 }
+
+// poolChart plots the median msgs/s of each client and broker window against the number
+// of connections (the pool mode). Written as SVG, text that the docs embed.
+func poolChart(path string, samples []sample) error {
+	p := plot.New()
+	p.Title.Text = "QoS 1 publish throughput vs connections, one mosquitto 2.0.11 node per connection"
+	p.X.Label.Text = "connections (WithConnections; raw: one writer per node)"
+	p.Y.Label.Text = "acknowledged messages/s"
+	p.X.Tick.Marker = intTicks{}
+	p.Y.Tick.Marker = kTicks{}
+	p.Legend.Top = true
+	p.Legend.Left = true
+	p.Legend.XOffs = vg.Points(10)
+	p.Legend.YOffs = -vg.Points(10)
+	p.Add(plotter.NewGrid())
+
+	type key struct {
+		client      string
+		maxInflight int
+	}
+	var keys []key
+	for _, s := range samples {
+		if k := (key{s.Client, s.MaxInflight}); !slices.Contains(keys, k) {
+			keys = append(keys, k)
+		}
+	}
+	var lines []any
+	maxConns, top := 1, 0.0
+	for _, k := range keys {
+		var conns []int
+		for _, s := range samples {
+			if s.Client == k.client && s.MaxInflight == k.maxInflight && !slices.Contains(conns, s.Conns) {
+				conns = append(conns, s.Conns)
+			}
+		}
+		slices.Sort(conns)
+		pts := make(plotter.XYs, 0, len(conns))
+		for _, c := range conns {
+			var rates []float64
+			for _, s := range samples {
+				if s.Client == k.client && s.MaxInflight == k.maxInflight && s.Conns == c {
+					rates = append(rates, s.MsgsPerSec)
+				}
+			}
+			pts = append(pts, plotter.XY{X: float64(c), Y: median(rates)})
+			maxConns, top = max(maxConns, c), max(top, median(rates))
+		}
+		lines = append(lines, fmt.Sprintf("%s, max_inflight %d", k.client, k.maxInflight), pts)
+	}
+	if err := plotutil.AddLinePoints(p, lines...); err != nil {
+		return err
+	}
+	p.Y.Min, p.Y.Max = 0, 1.5*top // room above the lines for the legend
+	p.X.Min, p.X.Max = 0.8, float64(maxConns)+0.2
+	return p.Save(9*vg.Inch, 5.5*vg.Inch, path)
+}
+
+// intTicks marks whole numbers.
+type intTicks struct{}
+
+func (intTicks) Ticks(lo, hi float64) []plot.Tick {
+	var t []plot.Tick
+	for v := math.Ceil(lo); v <= hi; v++ {
+		t = append(t, plot.Tick{Value: v, Label: fmt.Sprintf("%.0f", v)})
+	}
+	return t
+}

@@ -20,21 +20,48 @@ import (
 // ---- mdclient ----
 
 func mdConnect(ctx context.Context, s spec) (*mdclient.Client, error) {
-	addr := "tcp://" + s.tcpAddr
+	servers := []string{"tcp://" + s.tcpAddr}
 	if s.transport == "ws" {
-		addr = s.wsURL
+		servers = []string{s.wsURL}
+	} else if len(s.tcpAddrs) > 1 {
+		servers = servers[:0]
+		for _, a := range s.tcpAddrs {
+			servers = append(servers, "tcp://"+a)
+		}
 	}
-	c := mdclient.NewClient(mdclient.WithMaxInflight(s.window), mdclient.WithClientID(fmt.Sprintf("md-%d", nanos())))
-	if err := c.SetServers([]string{addr}); err != nil {
+	conns := max(1, s.conns)
+	c := mdclient.NewClient(mdclient.WithMaxInflight(s.window), mdclient.WithConnections(conns),
+		mdclient.WithClientID(fmt.Sprintf("md-%d", nanos())))
+	if err := c.SetServers(servers); err != nil {
 		c.Close()
 		return nil, err
 	}
-	// One publish before the clock starts, so the connection is up.
+	// One publish before the clock starts, so the connection is up; with several, until
+	// every one is.
 	if _, err := c.Publish(ctx, mdclient.Message{Subject: s.topic}); ok(err) != nil {
 		c.Close()
 		return nil, fmt.Errorf("mdclient warm-up publish: %w", err)
 	}
+	for deadline := time.Now().Add(10 * time.Second); len(c.Stats().Servers) < conns; {
+		if time.Now().After(deadline) {
+			c.Close()
+			return nil, fmt.Errorf("mdclient: %d of %d connections up after 10s", len(c.Stats().Servers), conns)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	return c, nil
+}
+
+// mdDetail names the servers a pooled client is connected to.
+func mdDetail(c *mdclient.Client, s spec) string {
+	if s.conns <= 1 {
+		return ""
+	}
+	distinct := map[string]bool{}
+	for _, sv := range c.Stats().Servers {
+		distinct[sv] = true
+	}
+	return fmt.Sprintf("%d connections to %d distinct servers", s.conns, len(distinct))
 }
 
 // ok treats NO_SUBSCRIBER (PUBACK 0x10) as the acknowledgement it is.
@@ -46,33 +73,49 @@ func ok(err error) error {
 }
 
 // runMdAsync: one goroutine calls PublishAsync with one shared Result channel, another
-// reads the results.
+// reads the results. Every s.latEvery-th message carries its index as its closure, for
+// its latency; the others carry none.
 func runMdAsync(ctx context.Context, s spec) (outcome, error) {
 	c, err := mdConnect(ctx, s)
 	if err != nil {
 		return outcome{}, err
 	}
 	defer c.Close()
-	closures := make([]string, s.n) // the message's index, handed back with its result
-	for i := range closures {
+	every := max(1, s.latEvery)
+	closures := make([]string, s.n)
+	for i := 0; i < s.n; i += every {
 		closures[i] = strconv.Itoa(i)
 	}
 	sentAt := make([]int64, s.n)
-	lat := make([]int64, s.n)
+	lat := make([]int64, 0, s.n/every+1)
 	results := make(chan mdclient.PublishResult, 4096)
 	payload := make([]byte, s.size)
 	publish := func(i int, t int64) {
-		sentAt[i] = t
+		if t != 0 {
+			sentAt[i] = t
+		}
 		c.PublishAsync(s.pubCtx, mdclient.PublishRequest{
-			Message: mdclient.Message{Subject: s.topic, Content: payload, Closure: closures[i]},
+			Message: mdclient.Message{Subject: s.topicOf(i), Content: payload, Closure: closures[i]},
 			Result:  results,
 		})
 	}
+	// The reader receives without a select (which would cost it a lock of each channel
+	// per message): should the measurement's context end, this puts a marker into the
+	// channel instead.
+	const cancelled = "cancelled"
+	stop := context.AfterFunc(ctx, func() { results <- mdclient.PublishResult{Closure: cancelled} })
+	defer stop()
+	bytes0 := c.Stats().BytesWritten
+	cpu0 := selfCPU()
 	start := nanos()
 	go func() { // the producer
 		if s.rate <= 0 {
 			for i := range s.n {
-				publish(i, nanos())
+				var t int64
+				if i%every == 0 {
+					t = nanos()
+				}
+				publish(i, t)
 			}
 			return
 		}
@@ -84,24 +127,27 @@ func runMdAsync(ctx context.Context, s spec) (outcome, error) {
 		})
 	}()
 	failed := 0
-	for k := range s.n {
-		var r mdclient.PublishResult
-		select {
-		case r = <-results:
-		case <-ctx.Done():
-			return outcome{}, ctx.Err()
+	for range s.n {
+		r := <-results
+		if r.Closure != "" {
+			if r.Closure == cancelled {
+				return outcome{}, ctx.Err()
+			}
+			now := nanos()
+			i, err := strconv.Atoi(r.Closure)
+			if err != nil {
+				return outcome{}, fmt.Errorf("result with closure %q", r.Closure)
+			}
+			lat = append(lat, now-sentAt[i])
 		}
-		now := nanos()
-		i, err := strconv.Atoi(r.Closure)
-		if err != nil {
-			return outcome{}, fmt.Errorf("result with closure %q", r.Closure)
-		}
-		lat[k] = now - sentAt[i]
 		if r.Status != mdclient.NotifyPublishOK && r.Status != mdclient.NotifyPublishNoSubscriber {
 			failed++
 		}
 	}
-	return outcome{lat: lat, failed: failed, elapsed: time.Duration(nanos() - start)}, nil
+	end := nanos()
+	cpu := selfCPU() - cpu0
+	return outcome{lat: lat, failed: failed, elapsed: time.Duration(end - start), cpu: cpu,
+		bytes: c.Stats().BytesWritten - bytes0, detail: mdDetail(c, s)}, nil
 }
 
 // runMdSync: s.goroutines goroutines call Publish.
@@ -111,11 +157,14 @@ func runMdSync(ctx context.Context, s spec) (outcome, error) {
 		return outcome{}, err
 	}
 	defer c.Close()
-	msg := mdclient.Message{Subject: s.topic, Content: make([]byte, s.size)}
-	return syncWorkers(ctx, s, func() error {
-		_, err := c.Publish(s.pubCtx, msg)
+	payload := make([]byte, s.size)
+	bytes0 := c.Stats().BytesWritten
+	o := syncWorkers(ctx, s, func(i int) error {
+		_, err := c.Publish(s.pubCtx, mdclient.Message{Subject: s.topicOf(i), Content: payload})
 		return ok(err)
-	}), nil
+	})
+	o.bytes, o.detail = c.Stats().BytesWritten-bytes0, mdDetail(c, s)
+	return o, nil
 }
 
 // ---- paho.golang (MQTT 5) ----
@@ -190,7 +239,7 @@ func runPaho(ctx context.Context, s spec) (outcome, error) {
 		nc.Close()
 	}()
 	payload := make([]byte, s.size)
-	o := syncWorkers(ctx, s, func() error {
+	o := syncWorkers(ctx, s, func(int) error {
 		_, err := c.Publish(s.pubCtx, &paho.Publish{QoS: 1, Topic: s.topic, Payload: payload})
 		return err // a reason code below 0x80 (0x10 no subscriber) is no error
 	})
@@ -232,12 +281,18 @@ func runPahoMQTT(ctx context.Context, s spec) (outcome, error) {
 	publish := func(i int, t int64) {
 		window <- pending{i, t, c.Publish(s.topic, 1, false, payload)}
 	}
+	cpu0 := selfCPU()
 	start := nanos()
 	go func() { // the producer
 		defer close(window)
 		if s.rate <= 0 {
+			every := max(1, s.latEvery)
 			for i := range s.n {
-				publish(i, nanos())
+				var t int64 // 0: latency not taken
+				if i%every == 0 {
+					t = nanos()
+				}
+				publish(i, t)
 			}
 			return
 		}
@@ -258,11 +313,14 @@ func runPahoMQTT(ctx context.Context, s spec) (outcome, error) {
 		}
 		// Tokens complete in the order the broker acknowledges, which for one
 		// connection to mosquitto is the order they were published.
-		lat[k] = nanos() - p.t
-		k++
+		if p.t != 0 {
+			lat[k] = nanos() - p.t
+			k++
+		}
 		if p.tok.Error() != nil {
 			failed++
 		}
 	}
-	return outcome{lat: lat[:k], failed: failed, elapsed: time.Duration(nanos() - start)}, nil
+	end := nanos()
+	return outcome{lat: lat[:k], failed: failed, elapsed: time.Duration(end - start), cpu: selfCPU() - cpu0}, nil
 }

@@ -4,6 +4,9 @@
 //
 //	go run -C bench/compare .                    # the comparison table
 //	go run -C bench/compare . -compare=false -window-sweep   # window sweep, latency at equal load, charts
+//	go run -C bench/compare . -sink              # every client's own cost, against a FAKE sink process
+//	go run -C bench/compare . -pool              # 1 to N connections over N mosquitto nodes, and its chart
+//	go run -C bench/compare . -growth            # CPU and latency against size, subjects, goroutines, window
 //
 // It lives in its own module so that the peers add nothing to mdclient's go.mod.
 package main
@@ -19,6 +22,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -30,7 +34,7 @@ var clientRunners = []struct {
 	name string
 	run  runner
 }{
-	{"raw", runRaw},
+	{"raw", runRawPool},
 	{"mdclient-async", runMdAsync},
 	{"mdclient-sync", runMdSync},
 	{"paho.golang", runPaho},
@@ -45,6 +49,23 @@ type config struct {
 	rate                                                   float64
 	rateDur, timeout                                       time.Duration
 	docs, jsonPath, cpuProfile, plotFrom                   string
+
+	latEvery             int
+	sink                 bool // -sink: every client against the FAKE sink
+	sinkN, sinkPahoN     int
+	growth, growthBroker bool // -growth: cost against size, subjects, goroutines, window
+	growthN, growthMinN  int
+	growthBytes          int64
+	growthDims           []string
+	sizes, subjects      []int
+	goroutineCounts      []int
+	growthWindows        []int
+	pool                 bool // -pool: 1 to N connections over N mosquitto nodes
+	poolConns            []int
+	poolMaxInflight      []int
+	poolSubjects         int
+	poolClients          []string
+	poolChart            string
 }
 
 func main() {
@@ -66,22 +87,71 @@ func main() {
 	flag.Float64Var(&cfg.rate, "rate", 30000, "-window-sweep: messages/s every client is offered for the latency chart")
 	flag.DurationVar(&cfg.rateDur, "rate-duration", 3*time.Second, "-window-sweep: how long each latency measurement publishes at -rate")
 	flag.IntVar(&rawBatchBytes, "raw-batch", rawBatchBytes, "raw: most bytes written at once (one WebSocket message)")
+	flag.IntVar(&rawWSMessage, "raw-ws-message", 0, "raw over WebSocket: most bytes of one WebSocket message, a write split over several (0: one message per write)")
 	flag.BoolVar(&cfg.cancelCtx, "cancel-ctx", false, "pass mdclient and paho.golang publish calls a cancelable context (the measurement's) instead of context.Background()")
 	flag.DurationVar(&cfg.timeout, "timeout", 2*time.Minute, "bound of one measurement")
-	flag.StringVar(&cfg.docs, "docs", "../../docs", "where -window-sweep writes bench-throughput-window.png and bench-latency.png")
+	flag.StringVar(&cfg.docs, "docs", "../../docs", "where -window-sweep writes bench-throughput-window.png and bench-latency.png, and -pool its -pool-chart")
 	flag.StringVar(&cfg.jsonPath, "json", "", "write every measurement to this JSON file")
-	flag.StringVar(&cfg.plotFrom, "plot-from", "", "measure nothing: draw the charts (into -docs) from a file written by -json -window-sweep")
+	flag.StringVar(&cfg.plotFrom, "plot-from", "", "measure nothing: draw the charts (into -docs) from a file written by -json with -window-sweep or -pool")
 	flag.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run (combine with -clients to profile one client)")
+
+	flag.IntVar(&cfg.latEvery, "lat-every", 0, "take the latency of every n-th message only (mdclient, paho; raw takes all): fewer clock reads in the measured span; 0: 1 against mosquitto, 16 in -sink and -growth")
+	serve := flag.Bool("serve-sink", false, "be the FAKE sink process of -sink and -growth (started by this program itself)")
+	flag.BoolVar(&cfg.sink, "sink", false, "measure -clients over TCP against a FAKE sink (mdtest.NewSink) in its own process: each one's CPU per message and its ratio to raw's")
+	flag.IntVar(&cfg.sinkN, "sink-n", 1000000, "-sink: messages per measurement")
+	flag.IntVar(&cfg.sinkPahoN, "sink-paho-n", 100000, "-sink: messages per measurement of the paho clients")
+	flag.BoolVar(&cfg.growth, "growth", false, "measure CPU per message and latency against payload size, subjects, Publish goroutines and in-flight window, against the FAKE sink")
+	flag.BoolVar(&cfg.growthBroker, "growth-broker", false, "-growth against mosquitto instead of the FAKE sink")
+	flag.IntVar(&cfg.growthN, "growth-n", 200000, "-growth: messages per measurement, at most")
+	flag.IntVar(&cfg.growthMinN, "growth-min-n", 200, "-growth: messages per measurement, at least (large payloads)")
+	flag.Int64Var(&cfg.growthBytes, "growth-bytes", 256<<20, "-growth: payload bytes per measurement, at most (unless -growth-min-n)")
+	growthDims := flag.String("growth-dims", "size,subjects,goroutines,window", "-growth: dimensions to measure")
+	sizes := flag.String("sizes", "16,256,4096,65536,1048576", "-growth: payload sizes")
+	subjects := flag.String("subjects", "1,100,10000,100000", "-growth: distinct subjects")
+	gcounts := flag.String("goroutine-counts", "1,16,256,1000,10000", "-growth: goroutines calling Publish")
+	gwindows := flag.String("growth-windows", "16,256,4096,65535", "-growth: in-flight windows")
+	flag.BoolVar(&cfg.pool, "pool", false, "measure 1 to N connections over N mosquitto nodes (WithConnections), for each -pool-max-inflight")
+	poolConns := flag.String("pool-conns", "1,2,3,4", "-pool: connections; N, the number of nodes, is the largest")
+	poolMI := flag.String("pool-max-inflight", "20,65535", "-pool: the nodes' max_inflight_messages (Receive Maximum), each a set of runs")
+	flag.IntVar(&cfg.poolSubjects, "pool-subjects", 1000, "-pool: distinct subjects the messages are spread over")
+	poolClients := flag.String("pool-clients", "raw,mdclient-async,mdclient-sync", "-pool: clients (raw: one writer per node)")
+	flag.StringVar(&cfg.poolChart, "pool-chart", "bench-pool.svg", "-pool: the chart of msgs/s against connections, in -docs unless absolute; empty: none")
 	flag.Parse()
+	if *serve {
+		if err := serveSink(); err != nil {
+			fmt.Fprintln(os.Stderr, "compare -serve-sink:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	cfg.clients = splitList(clients)
 	cfg.transports = splitList(transports)
-	for _, w := range splitList(windows) {
-		v, err := strconv.Atoi(w)
-		if err != nil || v < 1 || v > 65535 {
-			fmt.Fprintf(os.Stderr, "bad window %q: want 1..65535\n", w)
-			os.Exit(2)
+	cfg.growthDims = splitList(*growthDims)
+	cfg.poolClients = splitList(*poolClients)
+	parse := func(name, list string, lo, hi int) []int {
+		var out []int
+		for _, f := range splitList(list) {
+			v, e := strconv.Atoi(f)
+			if e != nil || v < lo || v > hi {
+				fmt.Fprintf(os.Stderr, "bad %s %q: want %d..%d\n", name, f, lo, hi)
+				os.Exit(2)
+			}
+			out = append(out, v)
 		}
-		cfg.windows = append(cfg.windows, v)
+		return out
+	}
+	cfg.windows = parse("window", windows, 1, 65535)
+	cfg.sizes = parse("size", *sizes, 0, 256<<20)
+	cfg.subjects = parse("subject count", *subjects, 1, 10_000_000)
+	cfg.goroutineCounts = parse("goroutine count", *gcounts, 1, 1_000_000)
+	cfg.growthWindows = parse("window", *gwindows, 1, 65535)
+	cfg.poolConns = parse("connection count", *poolConns, 1, 64)
+	cfg.poolMaxInflight = parse("max_inflight_messages", *poolMI, 1, 65535)
+	// A mode asked for alone replaces the default comparison.
+	compareSet := false
+	flag.Visit(func(f *flag.Flag) { compareSet = compareSet || f.Name == "compare" })
+	if !compareSet && (cfg.sink || cfg.growth || cfg.pool) {
+		cfg.compare = false
 	}
 	if err := run(cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "compare:", err)
@@ -100,7 +170,7 @@ func splitList(s string) []string {
 }
 
 func run(cfg config) error {
-	for _, c := range cfg.clients {
+	for _, c := range append(slices.Clone(cfg.clients), cfg.poolClients...) {
 		if findRunner(c) == nil {
 			return fmt.Errorf("unknown client %q", c)
 		}
@@ -113,7 +183,10 @@ func run(cfg config) error {
 	if cfg.n < 1 || cfg.size < 0 || cfg.runs < 1 || cfg.goroutines < 1 || cfg.tokens < 1 || cfg.window < 1 {
 		return errors.New("-n, -runs, -goroutines, -tokens and -window must be positive, -size not negative")
 	}
-	if cfg.sweep || cfg.plotFrom != "" {
+	if cfg.pool && len(cfg.poolConns) == 0 {
+		return errors.New("-pool-conns is empty")
+	}
+	if cfg.sweep || cfg.plotFrom != "" || (cfg.pool && cfg.poolChart != "" && !filepath.IsAbs(cfg.poolChart)) {
 		if fi, err := os.Stat(cfg.docs); err != nil || !fi.IsDir() {
 			return fmt.Errorf("-docs %s is not a directory (run from bench/compare, or set -docs)", cfg.docs)
 		}
@@ -141,6 +214,27 @@ func run(cfg config) error {
 	var all []sample
 	if cfg.compare {
 		s, err := compare(ctx, cfg)
+		all = append(all, s...)
+		if err != nil {
+			return err
+		}
+	}
+	if cfg.sink {
+		s, err := sinkCompare(ctx, cfg)
+		all = append(all, s...)
+		if err != nil {
+			return err
+		}
+	}
+	if cfg.pool {
+		s, err := pool(ctx, cfg)
+		all = append(all, s...)
+		if err != nil {
+			return err
+		}
+	}
+	if cfg.growth {
+		s, err := growth(ctx, cfg)
 		all = append(all, s...)
 		if err != nil {
 			return err
@@ -214,7 +308,7 @@ func plotFrom(cfg config) error {
 	if err := json.Unmarshal(data, &r); err != nil {
 		return fmt.Errorf("%s: %w", cfg.plotFrom, err)
 	}
-	var sweep, latency []sample
+	var sweep, latency, pooled []sample
 	rate := 0.0
 	for _, s := range r.Samples {
 		switch s.Phase {
@@ -223,10 +317,22 @@ func plotFrom(cfg config) error {
 		case "latency":
 			latency = append(latency, s)
 			rate = s.Rate
+		case "pool":
+			pooled = append(pooled, s)
 		}
 	}
-	if len(sweep)+len(latency) == 0 {
-		return fmt.Errorf("%s has no -window-sweep measurements", cfg.plotFrom)
+	if len(sweep)+len(latency)+len(pooled) == 0 {
+		return fmt.Errorf("%s has no -window-sweep or -pool measurements", cfg.plotFrom)
+	}
+	if len(pooled) > 0 && cfg.poolChart != "" {
+		path := cfg.poolChart
+		if !filepath.IsAbs(path) {
+			path = filepath.Join(cfg.docs, path)
+		}
+		if err := poolChart(path, pooled); err != nil {
+			return err
+		}
+		fmt.Printf("wrote %s\n", path)
 	}
 	return charts(cfg.docs, sweep, latency, rate)
 }
@@ -240,10 +346,42 @@ func findRunner(name string) runner {
 	return nil
 }
 
+// target is what a measurement publishes to: its servers' addresses and the processes
+// whose CPU time counts as the server's.
+type target struct {
+	name     string   // "mosquitto" or "FAKE sink"
+	tcpAddrs []string // host:port of each server's TCP listener
+	wsURL    string   // the first server's WebSocket listener; "" for none
+	pids     []int
+}
+
+// cpu is the CPU time the target's processes have used (10 ms ticks).
+func (t target) cpu() time.Duration {
+	var d time.Duration
+	for _, pid := range t.pids {
+		d += procCPU(pid)
+	}
+	return d
+}
+
+func (b *broker) target() target {
+	return target{name: "mosquitto", tcpAddrs: []string{b.tcpAddr()}, wsURL: b.wsURL(), pids: []int{b.pid()}}
+}
+
+// spec is a measurement with the flags' payload size, goroutines and tokens.
+func (cfg config) spec(transport string, n, window int) spec {
+	return spec{transport: transport, n: n, window: window, size: cfg.size, goroutines: cfg.goroutines, tokens: cfg.tokens, latEvery: cfg.latEvery}
+}
+
 // measure runs one client once and logs the result to stderr.
-func measure(ctx context.Context, cfg config, b *broker, phase, client string, s spec, run int) (sample, error) {
-	s.tcpAddr, s.wsURL, s.topic = b.tcpAddr(), b.wsURL(), "bench/compare"
-	s.size, s.goroutines, s.tokens = cfg.size, cfg.goroutines, cfg.tokens
+func measure(ctx context.Context, cfg config, tg target, phase, client string, s spec, run int) (sample, error) {
+	s.tcpAddr, s.tcpAddrs, s.wsURL = tg.tcpAddrs[0], tg.tcpAddrs, tg.wsURL
+	if s.topic == "" {
+		s.topic = "bench/compare"
+	}
+	if len(s.topics) > 0 {
+		s.topic = s.topics[0]
+	}
 	runtime.GC() // leave no garbage of the previous measurement to this one
 	mctx, cancel := context.WithTimeout(ctx, cfg.timeout)
 	defer cancel()
@@ -251,16 +389,16 @@ func measure(ctx context.Context, cfg config, b *broker, phase, client string, s
 	if cfg.cancelCtx {
 		s.pubCtx = mctx
 	}
-	cpu0, bcpu0 := selfCPU(), procCPU(b.pid())
+	bcpu0 := tg.cpu()
 	o, err := findRunner(client)(mctx, s)
 	if err != nil {
 		return sample{}, fmt.Errorf("%s over %s (run %d): %w", client, s.transport, run, err)
 	}
-	sm := newSample(client, s, run, o, selfCPU()-cpu0, procCPU(b.pid())-bcpu0)
-	sm.Phase = phase
-	fmt.Fprintf(os.Stderr, "  run %d %-4s %-17s window %-5d %9s msgs/s  p50 %7s  p99 %7s  p999 %7s  cpu/msg %4.1fµs + broker %4.1fµs  failed %d  %s\n",
-		run, s.transport, client, s.window, fmtRate(sm.MsgsPerSec), fmtLat(sm.P50us), fmtLat(sm.P99us), fmtLat(sm.P999us),
-		sm.ClientCPU, sm.BrokerCPU, sm.Failed, sm.Detail)
+	sm := newSample(client, s, run, o, tg.cpu()-bcpu0)
+	sm.Phase, sm.Server = phase, tg.name
+	fmt.Fprintf(os.Stderr, "  run %d %-4s %-17s n %-7d size %-7d window %-5d conns %d subjects %-6d g %-5d %9s msgs/s  p50 %7s  p99 %7s  cpu/msg %5.2fµs + %s %4.1fµs  failed %d  %s\n",
+		run, s.transport, client, s.n, s.size, s.window, sm.Conns, sm.Subjects, s.goroutines, fmtRate(sm.MsgsPerSec), fmtLat(sm.P50us), fmtLat(sm.P99us),
+		sm.ClientCPU, tg.name, sm.BrokerCPU, sm.Failed, sm.Detail)
 	if sm.Failed > 0 {
 		fmt.Fprintf(os.Stderr, "  warning: %d messages of %s over %s were not acknowledged\n", sm.Failed, client, s.transport)
 	}
@@ -279,7 +417,7 @@ func compare(ctx context.Context, cfg config) ([]sample, error) {
 	for run := 1; run <= cfg.runs; run++ {
 		for _, tr := range cfg.transports {
 			for _, c := range cfg.clients {
-				sm, err := measure(ctx, cfg, b, "compare", c, spec{transport: tr, n: cfg.n, window: cfg.window}, run)
+				sm, err := measure(ctx, cfg, b.target(), "compare", c, cfg.spec(tr, cfg.n, cfg.window), run)
 				if err != nil {
 					return samples, err
 				}
@@ -376,7 +514,7 @@ func sweep(ctx context.Context, cfg config) ([]sample, error) {
 		for run := 1; run <= cfg.runs; run++ {
 			for _, tr := range cfg.transports {
 				for _, c := range clients {
-					sm, err := measure(ctx, cfg, b, "sweep", c, spec{transport: tr, n: cfg.n, window: w}, run)
+					sm, err := measure(ctx, cfg, b.target(), "sweep", c, cfg.spec(tr, cfg.n, w), run)
 					if err != nil {
 						b.close()
 						return samples, err
@@ -431,7 +569,9 @@ func latencyAtRate(ctx context.Context, cfg config) ([]sample, error) {
 	for run := 1; run <= cfg.runs; run++ {
 		for _, tr := range cfg.transports {
 			for _, c := range cfg.clients {
-				sm, err := measure(ctx, cfg, b, "latency", c, spec{transport: tr, n: n, window: cfg.window, rate: cfg.rate}, run)
+				sp := cfg.spec(tr, n, cfg.window)
+				sp.rate = cfg.rate
+				sm, err := measure(ctx, cfg, b.target(), "latency", c, sp, run)
 				if err != nil {
 					return samples, err
 				}

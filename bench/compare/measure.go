@@ -32,7 +32,21 @@ type spec struct {
 	tokens     int     // paho.mqtt.golang: most outstanding tokens
 	rate       float64 // messages/s offered; 0 means as fast as the client goes
 	topic      string
+	topics     []string        // when set, message i goes to topics[i%len(topics)] (mdclient and raw); topic is topics[0]
+	tcpAddrs   []string        // every server's TCP listener: mdclient lists them all (the pool mode)
+	conns      int             // mdclient: WithConnections; raw: parallel connections, one per server
+	connected  func()          // raw in a pool: called once connected, before waiting for gate
+	gate       chan struct{}   // raw in a pool: closed when every connection may start
+	latEvery   int             // the latency of every latEvery-th message is taken (mdclient, paho): fewer clock reads
 	pubCtx     context.Context // what the clients' publish calls get: context.Background() unless -cancel-ctx
+}
+
+// topicOf is the topic of message i.
+func (s *spec) topicOf(i int) string {
+	if len(s.topics) > 1 {
+		return s.topics[i%len(s.topics)]
+	}
+	return s.topic
 }
 
 // outcome is what a client run returns: per-message latencies (publish call → ack, in
@@ -42,6 +56,10 @@ type outcome struct {
 	lat     []int64
 	failed  int
 	elapsed time.Duration
+	cpu     time.Duration // this process's CPU time (user+system) from the first publish to the last acknowledgement
+	bytes   uint64        // bytes the client wrote while publishing, when it can tell (mdclient's Stats.BytesWritten)
+	start   int64         // raw: nanos() at the first publish and at the last acknowledgement
+	end     int64
 	detail  string // e.g. the window the broker granted
 }
 
@@ -70,10 +88,12 @@ func pacer(ctx context.Context, n int, rate float64, release func(lo, hi int)) {
 // the acknowledgement) until n messages are done. Free-running, each worker takes the
 // next message; paced, a pacer hands out messages and latency counts from the release,
 // so time spent waiting for a free worker is counted too.
-func syncWorkers(ctx context.Context, s spec, publish func() error) outcome {
+func syncWorkers(ctx context.Context, s spec, publish func(i int) error) outcome {
+	every := max(1, s.latEvery)
 	lat := make([]int64, s.n)
 	var failed atomic.Int64
 	var wg sync.WaitGroup
+	cpu0 := selfCPU()
 	start := nanos()
 	if s.rate <= 0 {
 		var next atomic.Int64
@@ -84,8 +104,14 @@ func syncWorkers(ctx context.Context, s spec, publish func() error) outcome {
 					if i >= s.n {
 						return
 					}
+					if i%every != 0 {
+						if err := publish(i); err != nil {
+							failed.Add(1)
+						}
+						continue
+					}
 					t := nanos()
-					if err := publish(); err != nil {
+					if err := publish(i); err != nil {
 						failed.Add(1)
 					}
 					lat[i] = nanos() - t
@@ -101,7 +127,7 @@ func syncWorkers(ctx context.Context, s spec, publish func() error) outcome {
 		for range s.goroutines {
 			wg.Go(func() {
 				for j := range jobs {
-					if err := publish(); err != nil {
+					if err := publish(j.i); err != nil {
 						failed.Add(1)
 					}
 					lat[j.i] = nanos() - j.t
@@ -117,30 +143,48 @@ func syncWorkers(ctx context.Context, s spec, publish func() error) outcome {
 		close(jobs)
 	}
 	wg.Wait()
-	return outcome{lat: lat, failed: int(failed.Load()), elapsed: time.Duration(nanos() - start)}
+	end := nanos()
+	cpu := selfCPU() - cpu0
+	if every > 1 && s.rate <= 0 {
+		kept := lat[:0]
+		for i := 0; i < len(lat); i += every {
+			kept = append(kept, lat[i])
+		}
+		lat = kept
+	}
+	return outcome{lat: lat, failed: int(failed.Load()), elapsed: time.Duration(end - start), cpu: cpu}
 }
 
 // sample is one measurement's result; -json writes them all.
 type sample struct {
-	Phase      string  `json:"phase"` // "compare", "sweep" or "latency"
-	Client     string  `json:"client"`
-	Transport  string  `json:"transport"`
-	Run        int     `json:"run"`
-	Window     int     `json:"window"`                // in-flight window asked for (raw, mdclient); broker's max_inflight_messages
-	Rate       float64 `json:"offered_rate"`          // 0: as fast as possible
-	N          int     `json:"messages"`              // published
-	Failed     int     `json:"failed"`                // not acknowledged with a reason code below 0x80
-	Seconds    float64 `json:"seconds"`               // first publish to last acknowledgement
-	MsgsPerSec float64 `json:"msgs_per_sec"`          // N / Seconds
-	P50us      float64 `json:"p50_us"`                // publish call → acknowledgement
-	P99us      float64 `json:"p99_us"`                //
-	P999us     float64 `json:"p999_us"`               //
-	ClientCPU  float64 `json:"client_cpu_us_per_msg"` // this process's CPU time (user+system) per message
-	BrokerCPU  float64 `json:"broker_cpu_us_per_msg"` // mosquitto's CPU time per message
-	Detail     string  `json:"detail,omitzero"`       //
+	Phase       string  `json:"phase"`  // "compare", "sweep", "latency", "sink", "pool" or "growth"
+	Server      string  `json:"server"` // "mosquitto" or "FAKE sink"
+	Client      string  `json:"client"`
+	Transport   string  `json:"transport"`
+	Run         int     `json:"run"`
+	Window      int     `json:"window"`                // in-flight window asked for (raw, mdclient); in the sweep also the broker's max_inflight_messages
+	MaxInflight int     `json:"max_inflight,omitzero"` // the broker's max_inflight_messages (pool mode)
+	Rate        float64 `json:"offered_rate"`          // 0: as fast as possible
+	N           int     `json:"messages"`              // published
+	Size        int     `json:"size"`                  // payload bytes
+	Subjects    int     `json:"subjects"`              // distinct topics
+	Goroutines  int     `json:"goroutines"`            // callers of a blocking Publish
+	Conns       int     `json:"connections"`           // connections of the client
+	Dimension   string  `json:"dimension,omitzero"`    // growth mode: what varies ("size", "subjects", "goroutines", "window")
+	Point       string  `json:"point,omitzero"`        // growth mode: its setting, as printed
+	Failed      int     `json:"failed"`                // not acknowledged with a reason code below 0x80
+	Seconds     float64 `json:"seconds"`               // first publish to last acknowledgement
+	MsgsPerSec  float64 `json:"msgs_per_sec"`          // N / Seconds
+	P50us       float64 `json:"p50_us"`                // publish call → acknowledgement
+	P99us       float64 `json:"p99_us"`                //
+	P999us      float64 `json:"p999_us"`               //
+	ClientCPU   float64 `json:"client_cpu_us_per_msg"` // this process's CPU time (user+system) per message, first publish to last acknowledgement
+	BrokerCPU   float64 `json:"broker_cpu_us_per_msg"` // the server processes' CPU time per message, the whole measurement (connecting included)
+	BytesPerMsg float64 `json:"bytes_per_msg,omitzero"`
+	Detail      string  `json:"detail,omitzero"` //
 }
 
-func newSample(client string, s spec, run int, o outcome, clientCPU, brokerCPU time.Duration) sample {
+func newSample(client string, s spec, run int, o outcome, brokerCPU time.Duration) sample {
 	slices.Sort(o.lat)
 	q := func(p float64) float64 {
 		if len(o.lat) == 0 {
@@ -152,9 +196,11 @@ func newSample(client string, s spec, run int, o outcome, clientCPU, brokerCPU t
 	secs := o.elapsed.Seconds()
 	return sample{
 		Client: client, Transport: s.transport, Run: run, Window: s.window, Rate: s.rate,
-		N: s.n, Failed: o.failed, Seconds: secs, MsgsPerSec: float64(s.n) / secs,
+		N: s.n, Size: s.size, Subjects: max(1, len(s.topics)), Goroutines: s.goroutines, Conns: max(1, s.conns),
+		Failed: o.failed, Seconds: secs, MsgsPerSec: float64(s.n) / secs,
 		P50us: q(0.50), P99us: q(0.99), P999us: q(0.999), Detail: o.detail,
-		ClientCPU: float64(clientCPU) / 1e3 / float64(s.n), BrokerCPU: float64(brokerCPU) / 1e3 / float64(s.n),
+		ClientCPU: float64(o.cpu) / 1e3 / float64(s.n), BrokerCPU: float64(brokerCPU) / 1e3 / float64(s.n),
+		BytesPerMsg: float64(o.bytes) / float64(s.n),
 	}
 }
 
@@ -191,9 +237,30 @@ func selfCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// procCPU returns the CPU time (user+system) process pid has used, from /proc, in clock
-// ticks of 10 ms; 0 when it cannot tell.
+// procCPU returns the CPU time process pid has used: the sum of its threads' run time
+// from /proc/PID/task/*/schedstat (nanoseconds; threads that have exited are missing),
+// else user+system time from /proc/PID/stat (clock ticks of 10 ms); 0 when it cannot tell.
 func procCPU(pid int) time.Duration {
+	if tasks, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task"); err == nil {
+		var sum time.Duration
+		ok := false
+		for _, t := range tasks {
+			data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/task/" + t.Name() + "/schedstat")
+			if err != nil {
+				continue
+			}
+			f := strings.Fields(string(data))
+			if len(f) == 0 {
+				continue
+			}
+			if ns, err := strconv.ParseInt(f[0], 10, 64); err == nil {
+				sum, ok = sum+time.Duration(ns), true
+			}
+		}
+		if ok {
+			return sum
+		}
+	}
 	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
 		return 0

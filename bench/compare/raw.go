@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -22,6 +23,30 @@ import (
 // rawBatchBytes is the most the raw writer writes at once (-raw-batch).
 var rawBatchBytes = 64 << 10
 
+// rawWSMessage, when above 0, is the most bytes the raw writer puts in one WebSocket
+// message (-raw-ws-message): a batch is split over several, MQTT packets across them.
+var rawWSMessage = 0
+
+// splitWriter writes each Write as WebSocket messages of at most max bytes.
+type splitWriter struct {
+	net.Conn
+	max int
+}
+
+func (w splitWriter) Write(p []byte) (int, error) {
+	n := 0
+	for len(p) > 0 {
+		k := min(len(p), w.max)
+		m, err := w.Conn.Write(p[:k])
+		n += m
+		if err != nil {
+			return n, err
+		}
+		p = p[k:]
+	}
+	return n, nil
+}
+
 // dialRaw opens a byte stream to the broker: TCP, or WebSocket with one binary message
 // per Write.
 func dialRaw(ctx context.Context, s spec) (net.Conn, error) {
@@ -33,7 +58,11 @@ func dialRaw(ctx context.Context, s spec) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return websocket.NetConn(context.Background(), c, websocket.MessageBinary), nil
+	nc := websocket.NetConn(context.Background(), c, websocket.MessageBinary)
+	if rawWSMessage > 0 {
+		return splitWriter{nc, rawWSMessage}, nil
+	}
+	return nc, nil
 }
 
 func appendVarInt(b []byte, n int) []byte {
@@ -192,6 +221,14 @@ func runRaw(ctx context.Context, s spec) (outcome, error) {
 		return outcome{}, err
 	}
 	window := min(s.window, recvMax)
+	if s.connected != nil { // the pool's raw: every connection starts together
+		s.connected()
+		select {
+		case <-s.gate:
+		case <-ctx.Done():
+			return outcome{}, ctx.Err()
+		}
+	}
 
 	// One PUBLISH, reused: the packet identifier is patched in at idAt.
 	var vh []byte
@@ -202,6 +239,9 @@ func runRaw(ctx context.Context, s spec) (outcome, error) {
 	idAt += len(pkt)
 	pkt = append(append(pkt, vh...), make([]byte, s.size)...)
 	batchMax := max(1, rawBatchBytes/len(pkt))
+	// With several topics each PUBLISH is encoded in full, as any publisher must.
+	multi := len(s.topics) > 1
+	payload := make([]byte, s.size)
 
 	// sentAt[id] holds the send time (+1, so 0 means free) of the message in flight
 	// under packet identifier id: the writer sets it, the reader clears it.
@@ -211,6 +251,7 @@ func runRaw(ctx context.Context, s spec) (outcome, error) {
 	lat := make([]int64, s.n)
 	failed := 0
 	readErr := make(chan error, 1)
+	cpu0 := selfCPU()
 	start := nanos()
 	var end int64
 
@@ -297,6 +338,10 @@ func runRaw(ctx context.Context, s spec) (outcome, error) {
 			}
 			id = next
 			sentAt[id].Store(now)
+			if multi {
+				buf = appendPublish(buf, s.topics[(sent+j)%len(s.topics)], id, payload)
+				continue
+			}
 			buf = append(buf, pkt...)
 			binary.BigEndian.PutUint16(buf[len(buf)-len(pkt)+idAt:], id)
 		}
@@ -318,6 +363,85 @@ func runRaw(ctx context.Context, s spec) (outcome, error) {
 	if err := <-readErr; err != nil {
 		return outcome{}, err
 	}
+	cpu := selfCPU() - cpu0
 	c.Write([]byte{0xe0, 0}) // DISCONNECT
-	return outcome{lat: lat, failed: failed, elapsed: time.Duration(end - start), detail: fmt.Sprintf("window %d", window)}, nil
+	// lat is in the order of the acknowledgements: the last one's wait tells a server that
+	// holds back the end of a burst (mosquitto: Nagle over TCP, its WebSocket poll timeout).
+	return outcome{lat: lat, failed: failed, elapsed: time.Duration(end - start), cpu: cpu,
+		start: start, end: end, detail: fmt.Sprintf("window %d, last PUBACK %s after its PUBLISH", window, fmtLat(float64(lat[s.n-1])/1e3))}, nil
+}
+
+// appendPublish appends a QoS 1 PUBLISH of payload to topic with packet identifier id
+// and no properties.
+func appendPublish(b []byte, topic string, id uint16, payload []byte) []byte {
+	b = append(b, 0x32)
+	b = appendVarInt(b, 2+len(topic)+2+1+len(payload))
+	b = appendString(b, topic)
+	b = binary.BigEndian.AppendUint16(b, id)
+	b = append(b, 0) // property length
+	return append(b, payload...)
+}
+
+// runRawPool runs s.conns raw writers at once, writer k to server k (s.tcpAddrs), the
+// messages shared out among them; they start publishing together, once all are
+// connected. Throughput is every message over the time from that start to the last
+// acknowledgement of any of them.
+func runRawPool(ctx context.Context, s spec) (outcome, error) {
+	k := max(1, s.conns)
+	if k == 1 {
+		return runRaw(ctx, s)
+	}
+	if len(s.tcpAddrs) < k {
+		return outcome{}, fmt.Errorf("raw: %d connections, %d servers", k, len(s.tcpAddrs))
+	}
+	var ready sync.WaitGroup
+	ready.Add(k)
+	gate := make(chan struct{})
+	type res struct {
+		o   outcome
+		err error
+	}
+	out := make(chan res, k)
+	for w := range k {
+		ws := s
+		ws.tcpAddr, ws.n = s.tcpAddrs[w], s.n/k
+		if w < s.n%k {
+			ws.n++
+		}
+		ws.connected, ws.gate = ready.Done, gate
+		go func() {
+			o, err := runRaw(ctx, ws)
+			out <- res{o, err}
+		}()
+	}
+	connected := make(chan struct{})
+	go func() { ready.Wait(); close(connected) }()
+	select {
+	case <-connected:
+	case r := <-out: // one failed before connecting
+		close(gate)
+		return outcome{}, r.err
+	}
+	cpu0 := selfCPU()
+	start := nanos()
+	close(gate)
+	var all outcome
+	var end int64
+	var firstErr error
+	for range k {
+		r := <-out
+		if r.err != nil && firstErr == nil {
+			firstErr = r.err
+		}
+		all.lat = append(all.lat, r.o.lat...)
+		all.failed += r.o.failed
+		end = max(end, r.o.end)
+	}
+	if firstErr != nil {
+		return outcome{}, firstErr
+	}
+	all.cpu = selfCPU() - cpu0
+	all.elapsed = time.Duration(end - start)
+	all.detail = fmt.Sprintf("%d connections, one per server", k)
+	return all, nil
 }
