@@ -160,6 +160,7 @@ func (e *Engine) Run() error {
 		select {
 		case <-e.wake:
 		case ev := <-e.events:
+			e.now = time.Now() // the select may have waited long
 			e.handle(ev)
 		case <-e.timer.C:
 			e.armed = time.Time{}
@@ -328,6 +329,9 @@ func (e *Engine) arm() {
 		if !l.heldSince.IsZero() && l.waiting() {
 			earlier(l.heldSince.Add(windowPatience))
 		}
+		if l.heldAwaited > 0 && !l.windowShut {
+			earlier(l.heldAwaitedSince.Add(windowPatience))
+		}
 		if next, limited := l.nextToken(); limited {
 			earlier(next)
 		}
@@ -352,8 +356,7 @@ func (e *Engine) expire(r *Request, cause error) {
 		return // it ended otherwise before the callback's news arrived
 	case sent:
 		// The server holds the identifier until it acknowledges; keep it out of use.
-		r.lane.table[r.id] = abandoned
-		r.lane.held++
+		r.lane.hold(int(r.id), r)
 	}
 	r.Outcome.NoConnection = !e.online.Load()
 	e.complete(r, Expired, cause)

@@ -21,6 +21,7 @@ type lane struct {
 	queue      ring        // requests waiting for the wire, resends first
 	deadQueued int         // entries of queue whose request already has its outcome
 	table      []*Request  // batched and sent requests by packet identifier; slot 0 unused
+	heldBy     []heldSlot  // for slots holding abandoned: whose they were
 	free       []uint16    // packet identifiers not in use on cur
 	held       int         // identifiers held by abandoned requests
 	sent       int         // requests handed to cur and not acknowledged
@@ -36,7 +37,18 @@ type lane struct {
 	// lane that served them while this one was down: until they have their outcome, this
 	// lane sends nothing, so that no message of a subject overtakes an older one.
 	awaited int
-	everUp  bool // it had a connection before
+	// heldAwaited counts this lane's abandoned slots that a home lane waits for (its
+	// subject's messages timed out here unanswered: they may still arrive); since when.
+	heldAwaited      int
+	heldAwaitedSince time.Time
+	everUp           bool // it had a connection before
+}
+
+// heldSlot is what the in-flight table keeps of a request that timed out unanswered: its
+// home, and whether that home lane waits for the slot to be freed.
+type heldSlot struct {
+	home    int
+	awaited bool
 }
 
 // errReplaced ends a connection that the next one of its lane replaces.
@@ -59,6 +71,9 @@ func (l *lane) up(c *conn.Conn) {
 	l.everUp = true
 	l.table = slices.Grow(l.table[:0], window+1)[:window+1]
 	clear(l.table)
+	l.heldBy = slices.Grow(l.heldBy[:0], window+1)[:window+1]
+	clear(l.heldBy)
+	l.heldAwaited, l.heldAwaitedSince = 0, time.Time{}
 	l.free = slices.Grow(l.free[:0], window)[:0]
 	for id := window; id >= 1; id-- {
 		l.free = append(l.free, uint16(id))
@@ -86,6 +101,7 @@ func (l *lane) lost(cause error) {
 		}
 		l.table[id] = nil
 		if r == abandoned {
+			l.releaseHeld(id)
 			continue
 		}
 		switch r.state {
@@ -144,6 +160,7 @@ func (l *lane) acks(acks []codec.Puback) {
 		l.free = append(l.free, uint16(id))
 		if r == abandoned {
 			l.held--
+			l.releaseHeld(id)
 			continue
 		}
 		r.Outcome.Reason, r.Outcome.ReasonString = a.ReasonCode, a.ReasonString
@@ -178,6 +195,38 @@ func (l *lane) resetBatch() {
 	b.buf, b.reqs, b.newAliases, b.dirty = b.buf[:0], b.reqs[:0], b.newAliases[:0], false
 }
 
+// hold keeps slot id, whose request r just timed out unanswered, out of use, and
+// remembers r's home; if that home waited for r, it now waits for the slot.
+func (l *lane) hold(id int, r *Request) {
+	l.table[id] = abandoned
+	l.held++
+	l.heldBy[id] = heldSlot{home: r.home, awaited: r.awaited}
+	if r.awaited {
+		r.awaited = false // the slot carries the wait from here
+		l.awaitHeld()
+	}
+}
+
+// awaitHeld counts one more held slot a home waits for.
+func (l *lane) awaitHeld() {
+	if l.heldAwaited++; l.heldAwaited == 1 {
+		l.heldAwaitedSince = l.e.now
+	}
+}
+
+// releaseHeld frees held slot id's part in its home's wait: it was acknowledged, or the
+// connection ended.
+func (l *lane) releaseHeld(id int) {
+	s := &l.heldBy[id]
+	if s.awaited {
+		s.awaited = false
+		l.e.lanes[s.home].awaited--
+		if l.heldAwaited--; l.heldAwaited == 0 {
+			l.heldAwaitedSince = time.Time{}
+		}
+	}
+}
+
 // windowPatience is how long the window may stay held by unanswered publishes (see
 // windowHeld) before the engine opens a fresh connection. A slow server acknowledges
 // something meanwhile, which frees identifiers and ends the wait.
@@ -196,6 +245,15 @@ func (l *lane) windowHeld() bool {
 // held, also while no request waited (callers whose contexts are shorter than the
 // patience would otherwise never see it run out).
 func (l *lane) checkWindow() {
+	if l.heldAwaited > 0 && !l.windowShut && l.e.now.Sub(l.heldAwaitedSince) >= windowPatience {
+		// A home lane waits for these to be answered before it sends their subjects
+		// again, and a server that leaves them unanswered may never answer.
+		l.windowShut = true
+		err := fmt.Errorf("%w: %d unanswered publishes of subjects whose own connection waits for them", ErrWindowHeld, l.heldAwaited)
+		l.e.log.Warn("mdclient: reconnecting", "server", l.server, "reason", err)
+		l.cur.Close(err)
+		return
+	}
 	if !l.windowHeld() {
 		l.heldSince = time.Time{}
 		return

@@ -149,3 +149,83 @@ func TestLanesAllDown(t *testing.T) {
 		r.close(time.Second)
 	})
 }
+
+// TestLaneWaitsForTimedOutMessages: messages of a subject that timed out on the lane that
+// served it while its home was down may still be on their way (a stalled path): the
+// home, back, sends nothing of the subject until that lane has them acknowledged,
+// whether they timed out before the home came back or after; if they stay unanswered
+// for windowPatience, that lane gets a fresh connection and the home goes on.
+func TestLaneWaitsForTimedOutMessages(t *testing.T) {
+	for _, c := range []struct {
+		name             string
+		before, answered bool
+	}{
+		{"timed out before the home is back", true, true},
+		{"timed out after the home is back", false, true},
+		{"never answered", true, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				r := newRig(t, Config{Lanes: 2})
+				a := subjectFor(r.e, 0, "a")
+				hold := make(chan struct{})
+				first := &mqttpeer.Peer{Connack: mqttpeer.Connack(100)}
+				other := &mqttpeer.Peer{Connack: mqttpeer.Connack(100), Answer: func(m mqttpeer.Received) mqttpeer.Answer {
+					return mqttpeer.Answer{Later: hold}
+				}}
+				cn := r.connectLane(first, 0)
+				oc := r.connectLane(other, 1)
+				synctest.Wait()
+				cn.Abort(errors.New("cut"))
+				synctest.Wait()
+				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				defer cancel()
+				var reqs []*Request
+				for i := 1; i <= 3; i++ { // lane 1 serves a; its server does not answer yet
+					reqs = append(reqs, r.publish(ctx, a, fmt.Sprintf("%02d", i)))
+				}
+				synctest.Wait()
+				back := &mqttpeer.Peer{Connack: mqttpeer.Connack(100)}
+				if c.before {
+					time.Sleep(1500 * time.Millisecond) // virtual time: the three time out
+					synctest.Wait()
+					r.connectLane(back, 0)
+				} else {
+					r.connectLane(back, 0)
+					synctest.Wait()
+					time.Sleep(1500 * time.Millisecond)
+				}
+				synctest.Wait()
+				for _, q := range reqs {
+					if o := r.outcome(q); o.Fact != Expired || !o.Written {
+						t.Fatalf("%+v, want expired after writing", o)
+					}
+				}
+				later := r.publish(context.Background(), a, "04")
+				synctest.Wait()
+				if got := back.Payloads(); len(got) != 0 {
+					t.Fatalf("the home sent %q while the other lane still had the subject's timed-out messages unanswered", got)
+				}
+				if c.answered {
+					close(hold)
+				} else {
+					time.Sleep(windowPatience)
+				}
+				synctest.Wait()
+				if o := r.outcome(later); o.Fact != Acked {
+					t.Errorf("the later message: %+v", o)
+				}
+				if got, want := back.Payloads(), []string{"04"}; !slices.Equal(got, want) {
+					t.Errorf("the home sent %q, want %q", got, want)
+				}
+				if !c.answered {
+					if err := oc.Err(); !errors.Is(err, ErrWindowHeld) {
+						t.Errorf("the lane holding them ended with %v, want ErrWindowHeld", err)
+					}
+					close(hold)
+				}
+				r.close(time.Second)
+			})
+		})
+	}
+}

@@ -59,7 +59,8 @@ func (e *Engine) servingLane(h int) int {
 // move hands home h from one lane to another: its requests waiting in from's queue go
 // to the front of to's queue, in their order (to holds none of h's: it did not serve
 // h). Those from has batched or sent, on a connection that is up, stay there; if to is
-// h's own lane, it waits for them.
+// h's own lane, it waits for them, and for those of h's that timed out there unanswered
+// (they may still arrive), until they are answered or from's connection ends.
 func (e *Engine) move(h int, from, to *lane) {
 	moved := e.moveBuf[:0]
 	for n := from.queue.len(); n > 0; n-- {
@@ -84,8 +85,16 @@ func (e *Engine) move(h int, from, to *lane) {
 	if to.idx != h || from.cur == nil {
 		return
 	}
-	for _, r := range from.table {
-		if r != nil && r != abandoned && r.home == h && (r.state == batched || r.state == sent) && !r.awaited {
+	for id, r := range from.table {
+		switch {
+		case r == abandoned:
+			// Timed out unanswered: its bytes may still be on their way.
+			if s := &from.heldBy[id]; s.home == h && !s.awaited {
+				s.awaited = true
+				to.awaited++
+				from.awaitHeld()
+			}
+		case r != nil && r.home == h && (r.state == batched || r.state == sent) && !r.awaited:
 			r.awaited = true
 			to.awaited++
 		}
