@@ -76,9 +76,17 @@ func (e *Engine) move(h int, from, to *lane) {
 		}
 	}
 	slices.SortFunc(moved, func(a, b *Request) int { return cmp.Compare(b.seq, a.seq) })
+	suspects := false
 	for _, r := range moved {
 		r.lane = to
 		to.queue.pushFront(r)
+		suspects = suspects || r.deaths > 0
+	}
+	if suspects {
+		// They were in flight on a connection that died: the oldest goes out alone first
+		// here too, so that a message the servers drop connections over does not take
+		// this lane's messages down with it (see lane.lost).
+		to.needProbe = true
 	}
 	clear(moved)
 	e.moveBuf = moved[:0]
