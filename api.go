@@ -328,11 +328,12 @@ var resultChans = sync.Pool{New: func() any { return make(chan PublishResult, 1)
 // than they come; a request that found no room in time gets NotifyPublishFailed wrapping
 // ErrTimeout. A ctx already done sends nothing: the result is NotifyPublishFailed wrapping
 // ErrTimeout (after Close: wrapping ErrClosed, whatever ctx); a nil ctx is
-// context.Background(). The result is delivered without blocking
-// the client: a full channel delays only the results bound for it. A call refused at once
-// (an invalid message, a ctx already done, after Close) whose channel already has
-// WithMaxQueued results waiting waits, up to the publish timeout, for some of them to be
-// read before its own joins them: so memory stays bounded however fast such calls come.
+// context.Background(). The result is delivered without blocking the client: a full
+// channel delays only the results bound for it. The one exception to "bounded by ctx": a
+// refused call (an invalid message, a ctx already done or ended while waiting, after
+// Close) whose channel already has a quarter more than WithMaxQueued results waiting
+// waits, up to the publish timeout, for some of them to be read before its own joins
+// them — so memory stays bounded however fast such calls come.
 func (c *Client) PublishAsync(ctx context.Context, r PublishRequest) <-chan PublishResult {
 	ch := r.Result
 	if ch == nil {
@@ -354,7 +355,7 @@ func (c *Client) PublishAsync(ctx context.Context, r PublishRequest) <-chan Publ
 		c.refuse(req, engine.NoServers, nil)
 	case c.opts.hooks != nil && !c.hook(ctx, req, &r.Message):
 		// refused, its done function called
-	case r.Result != nil && !c.deliver.waitRoom(ctx, ch, c.opts.publishTimeout):
+	case r.Result != nil && !c.deliver.waitRoom(ctx, ch, c.opts.publishTimeout, c.deliver.limit):
 		c.refuse(req, engine.Expired, context.Cause(ctx))
 	default:
 		switch err := c.engine.Submit(&req.Request); {
@@ -376,9 +377,10 @@ func (c *Client) refuse(req *request, fact engine.Fact, cause error) {
 	if req.done != nil {
 		c.hookDone(req.done, res)
 	}
-	// Its context cannot bound a wait (it may be done): the publish timeout does, so that
-	// a stream of refused calls to an unread channel does not pile up results for ever.
-	c.deliver.waitRoom(context.Background(), req.ch, c.opts.publishTimeout)
+	// Its context cannot bound a wait (it may be done): past a quarter more than the
+	// backlog's limit, the publish timeout does, so that a stream of refused calls to an
+	// unread channel does not pile up results for ever.
+	c.deliver.waitRoom(context.Background(), req.ch, c.opts.publishTimeout, c.deliver.refusedLimit())
 	c.deliver.send(req.ch, res)
 	release(&req.Request)
 }

@@ -46,6 +46,11 @@ type backlog struct {
 // pending is how many results wait for the channel; b.mu is held.
 func (b *backlog) pending() int { return b.inHand + len(b.items) }
 
+// refusedLimit is the backlog a refused request's result may join without waiting: a
+// quarter more than limit, so that a call whose context ended while it waited for room
+// returns at once, while a loop of refused calls still cannot pile results up for ever.
+func (d *deliverer) refusedLimit() int { return d.limit + max(d.limit/4, 1) }
+
 func newDeliverer(limit int, log *slog.Logger) *deliverer {
 	return &deliverer{limit: max(limit, 1), closing: make(chan struct{}), log: log}
 }
@@ -229,7 +234,7 @@ func (b *backlog) end(d *deliverer, ch chan PublishResult) {
 
 // waitRoom returns once ch's backlog, if it has one, holds fewer than limit results, or
 // when ctx ends or timeout passes (when ctx has no deadline), reporting false then.
-func (d *deliverer) waitRoom(ctx context.Context, ch chan PublishResult, timeout time.Duration) bool {
+func (d *deliverer) waitRoom(ctx context.Context, ch chan PublishResult, timeout time.Duration, limit int) bool {
 	if d.count.Load() == 0 {
 		return true
 	}
@@ -246,7 +251,7 @@ func (d *deliverer) waitRoom(ctx context.Context, ch chan PublishResult, timeout
 	}()
 	for {
 		b.mu.Lock()
-		if b.gone || b.pending() < d.limit {
+		if b.gone || b.pending() < limit {
 			b.mu.Unlock()
 			return true
 		}

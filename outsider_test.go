@@ -5,6 +5,7 @@ package mdclient_test
 
 import (
 	"context"
+	"errors"
 	"runtime"
 	"testing"
 	"time"
@@ -65,11 +66,42 @@ func TestRefusedCallsDoNotPileUp(t *testing.T) {
 	st := c.Stats()
 	grown := int64(heap()) - int64(before)
 	t.Logf("%d calls in 1 s; %d results wait; heap grew %d KiB", calls, st.Undelivered, grown>>10)
-	// WithMaxQueued, plus one per publish timeout (50 ms) that the waiting call gave up.
-	if st.Undelivered > maxQueued+25 || grown > 4<<20 {
+	// WithMaxQueued and a quarter, plus one per publish timeout (50 ms) that the waiting
+	// call gave up.
+	if st.Undelivered > maxQueued+maxQueued/4+25 || grown > 4<<20 {
 		t.Errorf("%d results wait, heap grew %d KiB: not bounded", st.Undelivered, grown>>10)
 	}
 	for range calls {
 		<-unread // every call has its result, once read
+	}
+}
+
+// TestFullChannelWaitIsBoundedByTheContext: a call waiting for room in its channel's
+// backlog returns when its context ends, its result delivered, not a publish timeout
+// later (found by the outside tester: a 200 ms context returned after 10.2 s).
+func TestFullChannelWaitIsBoundedByTheContext(t *testing.T) {
+	srv := embedded(t)
+	subscribe(t, srv, "bound/#")
+	const maxQueued = 5
+	c := newClient(t, allowToken, []string{srv.TCPAddr()}, mdclient.WithMaxQueued(maxQueued))
+	unread := make(chan mdclient.PublishResult)
+	for range maxQueued { // their results fill the channel's backlog
+		c.PublishAsync(context.Background(), mdclient.PublishRequest{Result: unread, Message: mdclient.Message{Subject: "bound/x"}})
+	}
+	if !eventually(10*time.Second, func() bool { return c.Stats().Undelivered == maxQueued }) {
+		t.Fatalf("%d results wait, want %d", c.Stats().Undelivered, maxQueued)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	deadline, _ := ctx.Deadline()
+	c.PublishAsync(ctx, mdclient.PublishRequest{Result: unread, Message: mdclient.Message{Subject: "bound/x"}})
+	if late := time.Since(deadline); late > 2*time.Second { // the publish timeout is 10 s
+		t.Errorf("PublishAsync returned %v after its context's deadline", late)
+	}
+	for i := range maxQueued + 1 {
+		r := <-unread
+		if i == maxQueued && (r.Status != mdclient.NotifyPublishFailed || !errors.Is(r.Err, mdclient.ErrTimeout)) {
+			t.Errorf("the call that found no room: %s %v", r.Status, r.Err)
+		}
 	}
 }
