@@ -228,17 +228,36 @@ func (c *Client) start() {
 		NotifyAfter:     c.opts.notifyAfter,
 		FollowRedirects: c.opts.followRedirects,
 		Slots:           c.opts.connections,
-		Conn:            c.connConfig,
-		Events:          c.engine.Events(),
-		Quit:            c.engine.Quit(),
-		Notify:          c.notify,
-		Logger:          c.opts.logger,
+		// The connect timeout bounds an attempt from the inside (conn.Dial, the token
+		// function's context); this bounds it from the outside, a little later, for code
+		// of the user's that ignores its context.
+		AttemptTimeout: c.opts.connectTimeout + attemptGrace,
+		Conn:           c.connConfig,
+		Events:         c.engine.Events(),
+		Quit:           c.engine.Quit(),
+		Notify:         c.notify,
+		Logger:         c.opts.logger,
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	c.stop = cancel
 	c.group = new(errgroup.Group)
 	c.group.Go(c.engine.Run)
 	c.group.Go(func() error { return c.cluster.Run(ctx) })
+}
+
+// attemptGrace is how much longer than the connect timeout the cluster waits for an
+// attempt before giving it up, so that one that honours its context reports its own error.
+const attemptGrace = 250 * time.Millisecond
+
+// callTokenFunc calls the WithTokenFunc function; a panic fails the attempt instead of
+// the process.
+func callTokenFunc(f func(context.Context) (string, error), ctx context.Context) (t string, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			t, err = "", fmt.Errorf("it panicked: %v", p)
+		}
+	}()
+	return f(ctx)
 }
 
 // connConfig is called by the cluster actor before each connection attempt, within its
@@ -257,7 +276,7 @@ func (c *Client) connConfig(ctx context.Context) (*conn.Config, error) {
 	var token string
 	if f := c.opts.tokenFunc; f != nil {
 		tctx, cancel := context.WithTimeout(ctx, c.opts.connectTimeout)
-		t, err := f(tctx)
+		t, err := callTokenFunc(f, tctx)
 		if err == nil {
 			err = tctx.Err() // it returned, but too late
 		}

@@ -314,3 +314,92 @@ func TestProxies(t *testing.T) {
 		}
 	})
 }
+
+// TestCallbacksThatIgnoreTheirContext: a token function or dialer that does not return
+// when its context ends holds up nothing: the attempt is given up a little after the
+// connect timeout and reported, a new server list is tried at once, Close returns in
+// time (found by the outside tester: each stalled the client for as long as it hung).
+func TestCallbacksThatIgnoreTheirContext(t *testing.T) {
+	srv := embedded(t)
+	hang := make(chan struct{})
+	release := sync.OnceFunc(func() { close(hang) })
+	defer release() // the hung callbacks return when the test ends
+	t.Run("token function", func(t *testing.T) {
+		var calls atomic.Int32
+		c := newClient(t, allowToken, []string{srv.TCPAddr()}, mdclient.WithConnectTimeout(200*time.Millisecond),
+			mdclient.WithReconnectTimeInterval(10*time.Millisecond),
+			mdclient.WithTokenFunc(func(context.Context) (string, error) {
+				if calls.Add(1) == 1 {
+					<-hang // ignores its context
+				}
+				return allowToken, nil
+			}))
+		ev, _ := awaitEvent(t, c, mdclient.NotifyServerDown, srv.TCPAddr(), 5*time.Second)
+		if ev.Err == nil || !strings.Contains(ev.Err.Error(), "did not end within") {
+			t.Errorf("down event %v, want the attempt given up", ev.Err)
+		}
+		awaitEvent(t, c, mdclient.NotifyServerUp, srv.TCPAddr(), 5*time.Second)
+	})
+	t.Run("dialer, then a new server list", func(t *testing.T) {
+		hole := "tcp://192.0.2.1:1883" // TEST-NET-1: the dialer below hangs for it
+		dialing := make(chan struct{}, 1)
+		c := newClient(t, allowToken, []string{hole}, mdclient.WithConnectTimeout(time.Hour),
+			mdclient.WithDialer(func(ctx context.Context, network, addr string) (net.Conn, error) {
+				if addr == "192.0.2.1:1883" {
+					select {
+					case dialing <- struct{}{}:
+					default:
+					}
+					<-hang
+					return nil, errors.New("released")
+				}
+				var d net.Dialer
+				return d.DialContext(ctx, network, addr)
+			}))
+		<-dialing // the attempt on the hole hangs now
+		if err := c.SetServers([]string{srv.TCPAddr()}); err != nil {
+			t.Fatal(err)
+		}
+		awaitEvent(t, c, mdclient.NotifyServerUp, srv.TCPAddr(), 5*time.Second)
+	})
+	t.Run("Close", func(t *testing.T) {
+		c := openClient(t, allowToken, []string{"tcp://192.0.2.1:1883"}, mdclient.WithConnectTimeout(time.Hour), mdclient.WithDrainTimeout(100*time.Millisecond),
+			mdclient.WithDialer(func(context.Context, string, string) (net.Conn, error) {
+				<-hang
+				return nil, errors.New("released")
+			}))
+		res := c.PublishAsync(context.Background(), mdclient.PublishRequest{Message: mdclient.Message{Subject: "hang/x"}})
+		if took, ok := closeWithin(t, c, 100*time.Millisecond+time.Second, release); !ok {
+			t.Errorf("Close took %v with a dialer hung, want at most the drain timeout + 1 s", took)
+		}
+		if r := <-res; r.Status != mdclient.NotifyPublishFailed || !errors.Is(r.Err, mdclient.ErrClosed) {
+			t.Errorf("%s %v, want FAILED wrapping ErrClosed", r.Status, r.Err)
+		}
+	})
+}
+
+// TestCallbacksThatPanic: a token function or dialer that panics, or a dialer that
+// returns neither a connection nor an error, fails its attempt, reported; the process
+// goes on (found by the outside tester: each crashed it).
+func TestCallbacksThatPanic(t *testing.T) {
+	srv := embedded(t)
+	for _, c := range []struct {
+		name string
+		opt  mdclient.Option
+		want string
+	}{
+		{"token function", mdclient.WithTokenFunc(func(context.Context) (string, error) { panic("token bug") }), "panicked: token bug"},
+		{"dialer", mdclient.WithDialer(func(context.Context, string, string) (net.Conn, error) { panic("dial bug") }), "panicked: dial bug"},
+		{"dialer returning nothing", mdclient.WithDialer(func(context.Context, string, string) (net.Conn, error) { return nil, nil }), "no connection and no error"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			for _, addr := range []string{srv.TCPAddr(), srv.WSAddr()} {
+				cl := newClient(t, allowToken, []string{addr}, c.opt)
+				ev, _ := awaitEvent(t, cl, mdclient.NotifyServerDown, addr, 5*time.Second)
+				if ev.Err == nil || !strings.Contains(ev.Err.Error(), c.want) {
+					t.Errorf("%s: down event %v, want %q", addr, ev.Err, c.want)
+				}
+			}
+		})
+	}
+}

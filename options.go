@@ -263,7 +263,9 @@ func WithDeniedReasonCodes(codes ...byte) Option {
 // short-lived tokens: a token that expires while connected is fetched anew for the next
 // connection. An error, or a context that ends, fails that attempt like an unreachable
 // server: reported with NotifyServerDown and counted by the reconnect policy. The token is
-// never logged. Default: none.
+// never logged. f should return when ctx ends; if it does not, the client gives the
+// attempt up 250 ms after the connect timeout and goes on without it (what f leaves
+// running, it leaves running). A panic in f fails the attempt. Default: none.
 func WithTokenFunc(f func(ctx context.Context) (string, error)) Option {
 	return func(o *options) { o.tokenFunc = f }
 }
@@ -282,7 +284,10 @@ func WithHTTPHeader(h http.Header) Option {
 // HTTP CONNECT proxy plugs in here (golang.org/x/net/proxy's dialers have this
 // signature). Default: a net.Dialer, and for WebSocket servers the proxy that
 // HTTP_PROXY, HTTPS_PROXY and NO_PROXY name (reached with CONNECT), read at every
-// attempt; a dialer given here replaces both.
+// attempt; a dialer given here replaces both. dial should return when ctx ends; if it does
+// not, the client gives the attempt up 250 ms after the connect timeout, or at once for a
+// new server list or Close, and closes what it returns later. A panic in dial, or neither
+// a connection nor an error, fails the attempt.
 func WithDialer(dial func(ctx context.Context, network, addr string) (net.Conn, error)) Option {
 	return func(o *options) { o.dial = dial }
 }

@@ -43,6 +43,10 @@ type Config struct {
 	// FollowRedirects makes a Server Reference (CONNACK or DISCONNECT 0x9C, 0x9D) send the
 	// next attempt to the server it names, at most maxRedirects times in a row.
 	FollowRedirects bool
+	// AttemptTimeout, when not 0, bounds each connection attempt from the outside too:
+	// past it the attempt is given up even if Conn or Dial (user code among them) does
+	// not return, and left to end on its own.
+	AttemptTimeout time.Duration
 	// Slots is how many connections to keep at once, each to a different server of the
 	// list while it has enough (else several to one); Up events name the slot as their
 	// Lane. At least 1.
@@ -478,11 +482,22 @@ func (r *run) dial(ctx context.Context, ep conn.Endpoint, redirected bool) (*con
 		cn, err := c.cfg.Dial(dctx, ep, cfg)
 		done <- result{cn, err}
 	}()
+	// An abandoned attempt is not waited for: a dialer or token function that ignores its
+	// context must not hold up a new server list, the next attempt or Close. A goroutine
+	// closes what it yields, if it ever returns.
 	abandon := func() {
 		cancel()
-		if r := <-done; r.cn != nil {
-			r.cn.Close(nil)
-		}
+		go func() {
+			if r := <-done; r.cn != nil {
+				r.cn.Close(nil)
+			}
+		}()
+	}
+	var timeout <-chan time.Time
+	if d := c.cfg.AttemptTimeout; d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		timeout = t.C
 	}
 	select {
 	case r := <-done:
@@ -490,6 +505,9 @@ func (r *run) dial(ctx context.Context, ep conn.Endpoint, redirected bool) (*con
 	case list := <-r.updates:
 		abandon()
 		return nil, nil, list
+	case <-timeout:
+		abandon()
+		return nil, fmt.Errorf("the attempt did not end within %v (a dialer or token function that ignores its context?)", c.cfg.AttemptTimeout), nil
 	case <-ctx.Done():
 		abandon()
 		return nil, ctx.Err(), nil

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -41,10 +42,26 @@ func Dial(ctx context.Context, ep Endpoint, cfg *Config) (*Conn, error) {
 // dialTCP opens a TCP connection with the configured dialer.
 func (cfg *Config) dialTCP(ctx context.Context, addr string) (net.Conn, error) {
 	if cfg.Dial != nil {
-		return cfg.Dial(ctx, "tcp", addr)
+		return userDial(cfg.Dial, ctx, addr)
 	}
 	var d net.Dialer
 	return d.DialContext(ctx, "tcp", addr)
+}
+
+// userDial calls the user's dialer, which may panic (it may run on a goroutine of
+// net/http's, where a panic would end the process) or return neither a connection nor an
+// error: both fail the attempt instead.
+func userDial(dial func(context.Context, string, string) (net.Conn, error), ctx context.Context, addr string) (nc net.Conn, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			nc, err = nil, fmt.Errorf("the dialer (WithDialer) panicked: %v", p)
+		}
+	}()
+	nc, err = dial(ctx, "tcp", addr)
+	if nc == nil && err == nil {
+		err = errors.New("the dialer (WithDialer) returned no connection and no error")
+	}
+	return nc, err
 }
 
 // tlsConfig is cfg.TLS for a connection to host: its server name, unless the
