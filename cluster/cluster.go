@@ -588,10 +588,11 @@ func (c *Cluster) failed(members []member, m *member, err error) {
 // standby (weight 0) not yet tried; among those, the ones with the lowest penalty, chosen
 // at random by weight (standbys alike). The server used last is avoided while another is
 // left, so a failover always moves on, and so are the servers avoid names (those other
-// connection slots hold) while another is left. It returns last when nothing else is left.
+// connection slots hold) while another weighted one is left: a slot shares a weighted
+// server rather than take a standby. It returns last when nothing else is left.
 func pick(members []member, last int, rnd *rand.Rand, avoid func(*member) bool) int {
-	for _, spread := range [2]bool{true, false} {
-		for _, standby := range [2]bool{false, true} {
+	for _, standby := range [2]bool{false, true} {
+		for _, spread := range [2]bool{true, false} {
 			candidate := func(i int) bool {
 				m := &members[i]
 				return !m.tried && (m.Weight == 0) == standby && (i != last || len(members) == 1) &&

@@ -307,6 +307,14 @@ func TestSlotsSpreadOverServers(t *testing.T) {
 		if len(up) != 2 || up["tcp://a:1"]+up["tcp://b:1"] != 3 {
 			t.Errorf("3 slots over 2 servers: %v", up)
 		}
+		// A standby is no spare room: both slots share the weighted server.
+		w2 := newWorld()
+		stop2 := runSlots(t, w2, 2, "100 tcp://a:1", "0 tcp://b:1")
+		defer stop2()
+		synctest.Wait()
+		if up := w2.up(); up["tcp://a:1"] != 2 || len(up) != 1 {
+			t.Errorf("2 slots over a weighted server and a standby: %v, want both on the weighted one", up)
+		}
 		// Two connections to one broker with one client id would take each other over.
 		ids := map[string]bool{}
 		w.mu.Lock()
