@@ -52,6 +52,9 @@ func TestMosquittoOutcomes(t *testing.T) {
 		if got := sub.Next(t); got.Topic != "allowed/after" {
 			t.Fatalf("mosquitto_sub got %q, want allowed/after", got.Topic)
 		}
+		if st := c.Stats(); st.Reconnects != 0 {
+			t.Errorf("%d reconnects: the connection did not survive", st.Reconnects)
+		}
 
 		wrong := newClient(t, "wrong-token", []string{addr}, mdclient.WithUsername("pub"))
 		st, err = wrong.Publish(ctx, mdclient.Message{Subject: "allowed/news", Content: []byte("x")})

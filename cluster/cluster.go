@@ -404,7 +404,7 @@ func (r *run) follow(err error, from conn.Endpoint, m *member) {
 		return
 	}
 	if r.hops >= maxRedirects {
-		r.cfg.Logger.Warn("mdclient: too many redirects in a row, not following", "server", from.String(), "reference", ref)
+		r.cfg.Logger.Warn("mdclient: too many redirects in a row, not following", "server", from.String(), "reference", conn.QuoteServer(ref))
 		return
 	}
 	to, perr := parseReference(ref, from)

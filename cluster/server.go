@@ -7,7 +7,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/mdclient/mdclient/conn"
 )
@@ -30,7 +29,7 @@ type Server struct {
 // without any user info it holds.
 func Parse(entry string) (Server, error) {
 	bad := func(why string) (Server, error) {
-		return Server{}, fmt.Errorf("%w %s: %s", ErrInvalidServer, quoteEntry(entry), why)
+		return Server{}, fmt.Errorf("%w %s: %s", ErrInvalidServer, conn.QuoteServer(entry), why)
 	}
 	fields := strings.Fields(entry)
 	s := Server{Weight: DefaultWeight}
@@ -109,34 +108,6 @@ func isDigits(s string) bool {
 		}
 	}
 	return s != ""
-}
-
-// quoteEntry quotes an entry for an error: user info (a password, perhaps) replaced by
-// "…", at most 64 bytes. The user info is what comes before the last '@' of the address's
-// authority, as net/url reads it (a password may hold '@').
-func quoteEntry(entry string) string {
-	start := 0
-	if i := strings.Index(entry, "://"); i >= 0 {
-		start = i + 3
-	} else if i := strings.LastIndexAny(entry, " \t"); i >= 0 {
-		start = i + 1 // after a weight
-	}
-	authority := entry[start:]
-	if i := strings.IndexByte(authority, '/'); i >= 0 {
-		authority = authority[:i]
-	}
-	if at := strings.LastIndexByte(authority, '@'); at >= 0 {
-		entry = entry[:start] + "…" + entry[start+at:]
-	}
-	const max = 64
-	if len(entry) > max {
-		cut := max
-		for cut > 0 && !utf8.RuneStart(entry[cut]) {
-			cut--
-		}
-		return strconv.Quote(entry[:cut]) + "…"
-	}
-	return strconv.Quote(entry)
 }
 
 // ParseList parses every entry; the first that fails is named in the error.

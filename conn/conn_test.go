@@ -189,3 +189,16 @@ func testStall(t *testing.T, b *mosquittotest.Broker, addr string) {
 		t.Errorf("stall detected and connection ended after %v, want within 1.5 × %v", took, ka)
 	}
 }
+
+// TestErrorsHideUserInfo: a server's redirect may name a URL with credentials; the error
+// texts quote it without them.
+func TestErrorsHideUserInfo(t *testing.T) {
+	for _, err := range []error{
+		&conn.RefusedError{Code: 0x9C, ServerReference: "tcp://user:s3cr3t@host:1883"},
+		&conn.ServerDisconnectError{Code: 0x9D, ServerReference: "ws://u:p@ss@host:80/mqtt other:1"},
+	} {
+		if msg := err.Error(); strings.Contains(msg, "s3cr3t") || strings.Contains(msg, "p@ss") || !strings.Contains(msg, "host") {
+			t.Errorf("%q", msg)
+		}
+	}
+}

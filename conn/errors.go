@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
+	"unicode/utf8"
 )
 
 var (
@@ -49,7 +51,7 @@ func describe(what string, code byte, reason, ref string) string {
 		s += " (" + reason + ")"
 	}
 	if ref != "" {
-		s += ", server reference " + strconv.Quote(ref)
+		s += ", server reference " + QuoteServer(ref) // a server's words: no user info
 	}
 	return s
 }
@@ -72,4 +74,32 @@ func (e *ServerDisconnectError) Error() string {
 // Redirect returns the server the DISCONNECT sends the client to, as RefusedError's does.
 func (e *ServerDisconnectError) Redirect() (ref string, moved, ok bool) {
 	return redirect(e.Code, e.ServerReference)
+}
+
+// QuoteServer quotes a server entry or address for an error or a log: user info (a password, perhaps) replaced by
+// "…", at most 64 bytes. The user info is what comes before the last '@' of the address's
+// authority, as net/url reads it (a password may hold '@').
+func QuoteServer(entry string) string {
+	start := 0
+	if i := strings.Index(entry, "://"); i >= 0 {
+		start = i + 3
+	} else if i := strings.LastIndexAny(entry, " \t"); i >= 0 {
+		start = i + 1 // after a weight
+	}
+	authority := entry[start:]
+	if i := strings.IndexByte(authority, '/'); i >= 0 {
+		authority = authority[:i]
+	}
+	if at := strings.LastIndexByte(authority, '@'); at >= 0 {
+		entry = entry[:start] + "…" + entry[start+at:]
+	}
+	const max = 64
+	if len(entry) > max {
+		cut := max
+		for cut > 0 && !utf8.RuneStart(entry[cut]) {
+			cut--
+		}
+		return strconv.Quote(entry[:cut]) + "…"
+	}
+	return strconv.Quote(entry)
 }
