@@ -233,3 +233,16 @@ func TestRateLimitHolds(t *testing.T) {
 		t.Errorf("%.1f publishes a second, want within 5%% of %.0f", got, rate)
 	}
 }
+
+// TestMovedServerFailuresReported: after a 0x9D (server moved) the entry is the new
+// server, and its failures are reported like any server's (found by the outside tester:
+// the new address failed 21 times without an event, its count carried over).
+func TestMovedServerFailuresReported(t *testing.T) {
+	dead := "127.0.0.1:1" // nothing listens
+	fake := startFake(t, fakebroker.Script{Connack: fakebroker.RedirectConnack(0x9D, dead)})
+	c := newClient(t, "", []string{fake.Addr()}, mdclient.WithFollowRedirects(true), mdclient.WithReconnectTimeInterval(10*time.Millisecond))
+	awaitEvent(t, c, mdclient.NotifyServerDown, fake.Addr(), 5*time.Second)
+	if ev, _ := awaitEvent(t, c, mdclient.NotifyServerDown, "tcp://"+dead, 5*time.Second); ev.Err == nil {
+		t.Error("the moved server's down event has no error")
+	}
+}

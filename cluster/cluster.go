@@ -415,7 +415,8 @@ func (r *run) follow(err error, from conn.Endpoint, m *member) {
 	r.hops++
 	r.next = &redirectTo{ep: to}
 	if moved && m != nil {
-		m.Endpoint, m.moved = to, true
+		// Another server from now on: its failures count afresh, and are reported.
+		m.Endpoint, m.moved, m.failures = to, true, 0
 		r.next.m = m
 	}
 	r.cfg.Logger.Info("mdclient: following the server reference", "from", from.String(), "to", to.String(), "moved", moved)
