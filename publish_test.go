@@ -296,3 +296,24 @@ func TestCloseDrains(t *testing.T) {
 		}
 	}
 }
+
+// TestStatsAfterClose: once closed, the client has no server and nothing in flight, also
+// when a timed-out publish held a packet identifier (found by the outside tester: Stats
+// kept InFlight 1 and the server after Close).
+func TestStatsAfterClose(t *testing.T) {
+	srv := embedded(t)
+	srv.DropAcks("held/#", true)
+	c := openClient(t, allowToken, []string{srv.TCPAddr()})
+	if st, err := c.Publish(ctxTimeout(t, 100*time.Millisecond), mdclient.Message{Subject: "held/x"}); st != mdclient.NotifyPublishTimeout {
+		t.Fatalf("%s %v, want TIMEOUT", st, err)
+	}
+	if st := c.Stats(); st.InFlight != 1 || st.Server == "" {
+		t.Fatalf("before Close: %+v, want the held identifier in flight and a server", st)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if st := c.Stats(); st.InFlight != 0 || st.Queued != 0 || st.Server != "" || len(st.Servers) != 0 || st.Timeout != 1 {
+		t.Errorf("after Close: %+v, want nothing in flight, no server, the one TIMEOUT counted", st)
+	}
+}

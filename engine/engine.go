@@ -435,7 +435,11 @@ func (e *Engine) finish() {
 		if l.cur != nil {
 			l.cur.Close(nil)
 		}
+		// Closed: no server, nothing in flight (the identifiers held went with the
+		// connection).
+		l.cur, l.server, l.held, l.sent = nil, "", 0, 0
 	}
+	e.sent = 0
 	e.final = e.snapshot()
 }
 
