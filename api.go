@@ -184,7 +184,8 @@ func (c *Client) SetEntitlementToken(token string) {
 // SetServers sets the servers of the cluster and starts connecting. Each entry is
 // "[weight ]address": weight 0–100 (default 100; 0 makes a standby, chosen only when no
 // other server is left), address one of host:port (WebSocket), ws://, wss://, http://,
-// https://, tcp://, mqtt://, tls://, mqtts://. A WebSocket URL without a path gets /mqtt.
+// https://, tcp://, mqtt://, tls://, mqtts://. A URL without a port gets its scheme's
+// (80, 443, 1883, 8883); a WebSocket URL without a path gets /mqtt.
 // A server is chosen at random by weight at start and on every failover.
 //
 // An entry that does not parse makes it return an error wrapping ErrInvalidServer and

@@ -30,6 +30,12 @@ func TestParse(t *testing.T) {
 		{"mqtt://h:1883", Server{100, conn.Endpoint{Transport: conn.TCP, HostPort: "h:1883"}}},
 		{"tls://h:8883", Server{100, conn.Endpoint{Transport: conn.TLS, HostPort: "h:8883"}}},
 		{"mqtts://[::1]:8883", Server{100, conn.Endpoint{Transport: conn.TLS, HostPort: "[::1]:8883"}}},
+		// URLs without a port get their scheme's.
+		{"wss://host/mqtt", Server{100, conn.Endpoint{Transport: conn.WSS, HostPort: "host:443", URL: "wss://host:443/mqtt"}}},
+		{"ws://host", Server{100, conn.Endpoint{Transport: conn.WS, HostPort: "host:80", URL: "ws://host:80/mqtt"}}},
+		{"https://host", Server{100, conn.Endpoint{Transport: conn.WSS, HostPort: "host:443", URL: "wss://host:443/mqtt"}}},
+		{"tcp://host", Server{100, conn.Endpoint{Transport: conn.TCP, HostPort: "host:1883"}}},
+		{"tls://[::1]", Server{100, conn.Endpoint{Transport: conn.TLS, HostPort: "[::1]:8883"}}},
 	}
 	for _, tt := range tests {
 		got, err := Parse(tt.entry)
@@ -45,7 +51,7 @@ func TestParse(t *testing.T) {
 
 func TestParseRejects(t *testing.T) {
 	for _, entry := range []string{"", "h", "h:", ":1", "h:0", "h:65536", "101 h:1", "-1 h:1", "x h:1",
-		"1 2 h:1", "ftp://h:1", "tcp://h:1/path", "ws://h:x"} {
+		"1 2 h:1", "ftp://h:1", "tcp://h:1/path", "ws://h:x", "tcp://", "tcp://h:", "ws://::1"} {
 		_, err := Parse(entry)
 		if !errors.Is(err, ErrInvalidServer) {
 			t.Errorf("Parse(%q) = %v, want ErrInvalidServer", entry, err)

@@ -25,7 +25,8 @@ type Server struct {
 
 // Parse reads one entry of the form "[weight ]address". Address forms: host:port (WebSocket),
 // ws://, wss://, http:// (= ws), https:// (= wss), tcp://, mqtt://, tls://, mqtts://. A
-// WebSocket URL without a path gets /mqtt. An error names the entry, shortened and
+// URL without a port gets its scheme's (80, 443, 1883, 8883); a bare host:port needs its
+// port. A WebSocket URL without a path gets /mqtt. An error names the entry, shortened and
 // without any user info it holds.
 func Parse(entry string) (Server, error) {
 	bad := func(why string) (Server, error) {
@@ -73,6 +74,17 @@ func Parse(entry string) (Server, error) {
 		return bad("user info in an address is not supported: give the token with SetEntitlementToken")
 	}
 	host, port, err := net.SplitHostPort(hostport)
+	if err != nil && found { // a URL without a port: the scheme's own
+		h := hostport
+		bracketed := strings.HasPrefix(h, "[") && strings.HasSuffix(h, "]")
+		if bracketed {
+			h = h[1 : len(h)-1]
+		}
+		if h != "" && (bracketed || !strings.Contains(h, ":")) {
+			host, port = h, defaultPorts[s.Endpoint.Transport]
+			hostport, err = net.JoinHostPort(host, port), nil
+		}
+	}
 	if err != nil || host == "" {
 		return bad("want host:port")
 	}
@@ -100,6 +112,9 @@ func Parse(entry string) (Server, error) {
 	}
 	return s, nil
 }
+
+// defaultPorts are the ports of URLs that name none.
+var defaultPorts = map[conn.Transport]string{conn.WS: "80", conn.WSS: "443", conn.TCP: "1883", conn.TLS: "8883"}
 
 func isDigits(s string) bool {
 	for i := 0; i < len(s); i++ {
