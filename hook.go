@@ -19,7 +19,9 @@ import (
 // The function it returns, when not nil, is called exactly once with the request's
 // result, before the result is delivered: on a client goroutine, or on the caller's when
 // the client refuses the request after the hook ran (a full queue, a client closing). It
-// must not block: results wait for it.
+// must not block: it runs on the client's engine goroutine, so while it blocks nothing is
+// written or acknowledged for any request, and Close waits for it. Hand slow work
+// (exporting, say) to a goroutine or a batching processor of your own.
 //
 // A hook or done function that panics is a bug of its author: the client recovers, logs
 // the panic with its stack at level Error, and goes on; a request whose hook panicked gets
