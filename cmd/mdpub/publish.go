@@ -483,8 +483,14 @@ func publish(ctx context.Context, cfg config, e env) int {
 	if cfg.inflight > 0 {
 		opts = append(opts, mdclient.WithMaxInflight(cfg.inflight))
 	}
-	// No mdclient.WithRateLimit for --rate: the producers keep the schedule themselves,
-	// and a message held back by the client's limiter would not count the wait.
+	if cfg.rate > 0 {
+		// The producers keep the schedule; the client's limiter caps what a producer that
+		// fell behind sends to catch up, as a broker's quota would want. Its burst lets the
+		// schedule's own bursts (a millisecond's worth, see pacer) through. Latency counts
+		// from the due time, so a wait in the limiter counts too.
+		perClient := float64(cfg.rate) / float64(cfg.clients)
+		opts = append(opts, mdclient.WithRateLimit(perClient, max(int(perClient/50), 10)))
+	}
 	ids := clientIDs(cfg.clients)
 	clients := make(fleet, cfg.clients)
 	for k := range clients {
