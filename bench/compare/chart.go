@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"iter"
+	"maps"
 	"math"
 	"slices"
 
@@ -11,6 +13,35 @@ import (
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
 )
+
+// medianLines groups samples into one line per key, in the order the keys first appear:
+// at each x, the median msgs/s of the samples there, x ascending.
+func medianLines[K comparable](samples []sample, key func(sample) K, x func(sample) int) iter.Seq2[K, plotter.XYs] {
+	return func(yield func(K, plotter.XYs) bool) {
+		var keys []K
+		for _, s := range samples {
+			if k := key(s); !slices.Contains(keys, k) {
+				keys = append(keys, k)
+			}
+		}
+		for _, k := range keys {
+			rates := map[int][]float64{}
+			for _, s := range samples {
+				if key(s) == k {
+					rates[x(s)] = append(rates[x(s)], s.MsgsPerSec)
+				}
+			}
+			xs := slices.Sorted(maps.Keys(rates))
+			pts := make(plotter.XYs, 0, len(xs))
+			for _, v := range xs {
+				pts = append(pts, plotter.XY{X: float64(v), Y: median(rates[v])})
+			}
+			if !yield(k, pts) {
+				return
+			}
+		}
+	}
+}
 
 // throughputChart plots the median msgs/s of each client and transport against the
 // in-flight window, on a log x axis.
@@ -29,31 +60,8 @@ func throughputChart(path string, samples []sample) error {
 	p.Add(plotter.NewGrid())
 
 	type key struct{ client, transport string }
-	var keys []key
-	for _, s := range samples {
-		if k := (key{s.Client, s.Transport}); !slices.Contains(keys, k) {
-			keys = append(keys, k)
-		}
-	}
 	var lines []any
-	for _, k := range keys {
-		var windows []int
-		for _, s := range samples {
-			if s.Client == k.client && s.Transport == k.transport && !slices.Contains(windows, s.Window) {
-				windows = append(windows, s.Window)
-			}
-		}
-		slices.Sort(windows)
-		pts := make(plotter.XYs, 0, len(windows))
-		for _, w := range windows {
-			var rates []float64
-			for _, s := range samples {
-				if s.Client == k.client && s.Transport == k.transport && s.Window == w {
-					rates = append(rates, s.MsgsPerSec)
-				}
-			}
-			pts = append(pts, plotter.XY{X: float64(w), Y: median(rates)})
-		}
+	for k, pts := range medianLines(samples, func(s sample) key { return key{s.Client, s.Transport} }, func(s sample) int { return s.Window }) {
 		lines = append(lines, k.client+" "+k.transport, pts)
 	}
 	if err := plotutil.AddLinePoints(p, lines...); err != nil {
@@ -212,32 +220,11 @@ func poolChart(path string, samples []sample) error {
 		client      string
 		maxInflight int
 	}
-	var keys []key
-	for _, s := range samples {
-		if k := (key{s.Client, s.MaxInflight}); !slices.Contains(keys, k) {
-			keys = append(keys, k)
-		}
-	}
 	var lines []any
 	maxConns, top := 1, 0.0
-	for _, k := range keys {
-		var conns []int
-		for _, s := range samples {
-			if s.Client == k.client && s.MaxInflight == k.maxInflight && !slices.Contains(conns, s.Conns) {
-				conns = append(conns, s.Conns)
-			}
-		}
-		slices.Sort(conns)
-		pts := make(plotter.XYs, 0, len(conns))
-		for _, c := range conns {
-			var rates []float64
-			for _, s := range samples {
-				if s.Client == k.client && s.MaxInflight == k.maxInflight && s.Conns == c {
-					rates = append(rates, s.MsgsPerSec)
-				}
-			}
-			pts = append(pts, plotter.XY{X: float64(c), Y: median(rates)})
-			maxConns, top = max(maxConns, c), max(top, median(rates))
+	for k, pts := range medianLines(samples, func(s sample) key { return key{s.Client, s.MaxInflight} }, func(s sample) int { return s.Conns }) {
+		for _, pt := range pts {
+			maxConns, top = max(maxConns, int(pt.X)), max(top, pt.Y)
 		}
 		lines = append(lines, fmt.Sprintf("%s, max_inflight %d", k.client, k.maxInflight), pts)
 	}
