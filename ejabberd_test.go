@@ -167,7 +167,16 @@ func testEjabberdPool(t *testing.T, cl *ejabberdtest.Cluster, servers []string) 
 	}
 	c := newClient(t, allowToken, servers, mdclient.WithUsername(ejPubUser), mdclient.WithConnections(3))
 	if !eventually(20*time.Second, func() bool { return len(c.Stats().Servers) == 3 }) {
-		t.Fatalf("Stats.Servers %v, want the three nodes", c.Stats().Servers)
+		t.Fatalf("Stats.Servers %v, want three connections", c.Stats().Servers)
+	}
+	// Three different nodes unless an attempt failed (a loaded machine): then a slot
+	// shares a node, as it should.
+	nodes := map[string]bool{}
+	for _, s := range c.Stats().Servers {
+		nodes[s] = true
+	}
+	if len(nodes) < 3 {
+		t.Logf("connections %v: a slot shares a node", c.Stats().Servers)
 	}
 	const subjects, perSubject = 12, 100
 	results := make(chan mdclient.PublishResult, subjects*perSubject)
@@ -185,8 +194,8 @@ func testEjabberdPool(t *testing.T, cl *ejabberdtest.Cluster, servers []string) 
 		}
 		byServer[r.Server]++
 	})
-	if len(byServer) != 3 {
-		t.Errorf("results by node %v: the subjects did not spread over the three connections", byServer)
+	if len(byServer) != len(nodes) {
+		t.Errorf("results by node %v: the subjects did not spread over the connections, to %v", byServer, c.Stats().Servers)
 	}
 	for _, sub := range subs {
 		sub.Wait(30*time.Second, func(msgs []ejabberdtest.Msg) bool { return len(msgs) >= subjects*perSubject })
