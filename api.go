@@ -65,7 +65,8 @@ const (
 // a control character (U+0001–U+001F, U+007F–U+009F), a Unicode noncharacter (such as
 // U+FFFF) or invalid UTF-8 (MQTT 5 §1.5.4); a Closure over 65535 bytes with a
 // ReplySubject; a user property key or value, or a ContentType, that is not valid UTF-8,
-// holds U+0000 or is over 65535 bytes; a negative Expiry or one over 2³²−1 seconds; UTF8
+// is over 65535 bytes or holds U+0000, a control character or a noncharacter (strict
+// brokers such as mosquitto drop the connection over them); a negative Expiry or one over 2³²−1 seconds; UTF8
 // with Content that is not UTF-8; an unknown QoS. So does a retained message, or any
 // message, that the server's CONNACK says it cannot take (Retain Available 0, Maximum
 // QoS 0). One larger than the server's Maximum Packet Size, properties included, gets
