@@ -963,7 +963,7 @@ func (r *chaosRun) fault(now time.Time) {
 			r.violation("set-servers", "SetServers(%q) with valid entries returned %v", list, err)
 		}
 	case x < 66:
-		bad := []string{r.live[0].addr, "tcp://nowhere"}
+		bad := []string{r.live[0].addr, "tcp://nowhere:x"}
 		err := r.c.SetServers(bad)
 		r.note("SetServers(%q): %v", bad, err)
 		if !errors.Is(err, mdclient.ErrInvalidServer) && !errors.Is(err, mdclient.ErrClosed) {

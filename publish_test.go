@@ -114,7 +114,7 @@ func TestBadInput(t *testing.T) {
 	st, err = c.Publish(ctx, mdclient.Message{Subject: "a/b", Content: []byte("x")})
 	wantStatus(t, st, err, mdclient.NotifyPublishNoSubscriber, mdclient.ErrNoSubscriber)
 
-	if err := c.SetServers([]string{"tcp://nowhere"}); !errors.Is(err, mdclient.ErrInvalidServer) || !strings.Contains(err.Error(), "tcp://nowhere") {
+	if err := c.SetServers([]string{"tcp://nowhere:x"}); !errors.Is(err, mdclient.ErrInvalidServer) || !strings.Contains(err.Error(), "tcp://nowhere:x") {
 		t.Errorf("SetServers with a bad entry: %v, want ErrInvalidServer naming it", err)
 	}
 	// Nothing changed: still connected to the embedded broker.
