@@ -354,7 +354,8 @@ var resultChans = sync.Pool{New: func() any { return make(chan PublishResult, 1)
 // refused call (an invalid message, a ctx already done or ended while waiting, after
 // Close) whose channel already has a quarter more than WithMaxQueued results waiting
 // waits, up to the publish timeout, for some of them to be read before its own joins
-// them — so memory stays bounded however fast such calls come.
+// them. Its result must go somewhere, so an unread channel's backlog still grows past
+// that, but slowly: by at most one result per publish timeout per calling goroutine.
 func (c *Client) PublishAsync(ctx context.Context, r PublishRequest) <-chan PublishResult {
 	ch := r.Result
 	if ch == nil {
@@ -400,7 +401,7 @@ func (c *Client) refuse(req *request, fact engine.Fact, cause error) {
 	}
 	// Its context cannot bound a wait (it may be done): past a quarter more than the
 	// backlog's limit, the publish timeout does, so that a stream of refused calls to an
-	// unread channel does not pile up results for ever.
+	// unread channel piles up results only slowly.
 	c.deliver.waitRoom(context.Background(), req.ch, c.opts.publishTimeout, c.deliver.refusedLimit())
 	c.deliver.send(req.ch, res)
 	release(&req.Request)

@@ -373,18 +373,22 @@ func chaosRunSeed(t *testing.T, seed uint64, mosq bool) {
 	// it. Beyond the threshold (at most maxQueued) come at most the requests the client
 	// had already accepted (maxQueued waiting plus one window in flight) and, per
 	// publisher, one call that passed the threshold check in a race and one that gave up
-	// waiting (its FAILED result waits too).
+	// waiting (its FAILED result waits too). A refused call (its context ended while it
+	// waited, an invalid message) must return, and its result must go somewhere: past a
+	// quarter over the threshold it waits the publish timeout first, so each publisher
+	// adds at most one more result per publish timeout (documented on PublishAsync).
 	for _, c := range r.chans {
 		if c.kind != chanLazy || r.closeCalledAt.IsZero() {
 			continue
 		}
 		due := r.led.dueBefore(c.ch, r.closeCalledAt, 500*time.Millisecond)
-		bound := 2*max(r.maxQueued, 2) + r.window + 2*r.npub
+		perPublisher := 2 + int(r.closeCalledAt.Sub(r.start)/r.publishTimeout)
+		bound := 2*max(r.maxQueued, 2) + r.window + perPublisher*r.npub
 		r.note("unread channel %q: %d results due when Close was called (capacity %d, bound %d)", c.name, due, cap(c.ch), bound)
 		if waiting := due - cap(c.ch); waiting > bound {
 			r.violation("unbounded-backlog", "%d results were due for the unread channel %q (capacity %d) when Close was called; "+
-				"with WithMaxQueued %d, a window of %d and %d publishers at most %d may wait for one channel",
-				waiting, c.name, cap(c.ch), r.maxQueued, r.window, r.npub, bound)
+				"with WithMaxQueued %d, a window of %d, %d publishers and a publish timeout of %v at most %d may wait for one channel",
+				waiting, c.name, cap(c.ch), r.maxQueued, r.window, r.npub, r.publishTimeout, bound)
 		}
 	}
 	// Heap: the ledger keeps every payload (P bytes) and every receipt's topic; the

@@ -48,7 +48,8 @@ func (b *backlog) pending() int { return b.inHand + len(b.items) }
 
 // refusedLimit is the backlog a refused request's result may join without waiting: a
 // quarter more than limit, so that a call whose context ended while it waited for room
-// returns at once, while a loop of refused calls still cannot pile results up for ever.
+// returns at once, while a loop of refused calls past it adds one result per publish
+// timeout at most.
 func (d *deliverer) refusedLimit() int { return d.limit + max(d.limit/4, 1) }
 
 func newDeliverer(limit int, log *slog.Logger) *deliverer {

@@ -43,8 +43,9 @@ func TestWindowHeldWithShortPublishTimeout(t *testing.T) {
 }
 
 // TestRefusedCallsDoNotPileUp: calls refused at once (a context already done) naming a
-// channel nobody reads wait for room past WithMaxQueued waiting results, so memory stays
-// bounded however fast they come.
+// channel nobody reads wait for room past WithMaxQueued waiting results (a quarter more),
+// up to the publish timeout: however fast they come, results pile up only at one per
+// publish timeout.
 func TestRefusedCallsDoNotPileUp(t *testing.T) {
 	srv := embedded(t)
 	const maxQueued = 100
