@@ -140,7 +140,12 @@ func WithDrainTimeout(d time.Duration) Option {
 
 // WithMaxQueued bounds the requests waiting inside the client beyond those in flight
 // (at most max(n, 2) wait); past it, PublishAsync and Publish block until there is room or
-// their context ends (then FAILED with ErrTimeout). Default 16384; values < 1 are ignored.
+// their context ends (then FAILED with ErrTimeout). It bounds the results waiting for one
+// full Result channel likewise: once n wait, calls naming that channel block. Requests
+// accepted before that (up to n queued and a window in flight per connection) still add
+// their results, so a channel nobody reads holds at most about 2n plus one window per
+// connection, plus what PublishAsync says of refused calls. Default 16384; values < 1 are
+// ignored.
 func WithMaxQueued(n int) Option {
 	return func(o *options) {
 		if n >= 1 {

@@ -7,6 +7,8 @@ import (
 	"context"
 	"errors"
 	"runtime"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -103,6 +105,78 @@ func TestFullChannelWaitIsBoundedByTheContext(t *testing.T) {
 		r := <-unread
 		if i == maxQueued && (r.Status != mdclient.NotifyPublishFailed || !errors.Is(r.Err, mdclient.ErrTimeout)) {
 			t.Errorf("the call that found no room: %s %v", r.Status, r.Err)
+		}
+	}
+}
+
+// TestUnreadChannelBoundWithAWindowInFlight: with a live broker, requests accepted before
+// an unread channel's backlog reached WithMaxQueued still add their results, but no more
+// than WithMaxQueued queued and one window in flight (WithMaxQueued documents the bound;
+// the outside tester found the README promising WithMaxQueued alone: 2 101 results wait
+// with WithMaxQueued(100) and a window of 65535).
+func TestUnreadChannelBoundWithAWindowInFlight(t *testing.T) {
+	srv := embedded(t)
+	const maxQueued, window, publishers = 100, 50, 4
+	const publishTimeout = 200 * time.Millisecond
+	c := newClient(t, allowToken, []string{srv.TCPAddr()}, mdclient.WithMaxQueued(maxQueued),
+		mdclient.WithMaxInflight(window), mdclient.WithPublishTimeout(publishTimeout))
+	if st, err := c.Publish(ctxTimeout(t, 10*time.Second), mdclient.Message{Subject: "warm"}); st != mdclient.NotifyPublishNoSubscriber {
+		t.Fatalf("warm-up: %s %v", st, err)
+	}
+	unread := make(chan mdclient.PublishResult)
+	var calls atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range publishers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				c.PublishAsync(context.Background(), mdclient.PublishRequest{Result: unread, Message: mdclient.Message{Subject: "u/x"}})
+				calls.Add(1)
+			}
+		}()
+	}
+	const run = time.Second
+	most := 0
+	tick := time.NewTicker(10 * time.Millisecond)
+	for end := time.Now().Add(run); time.Now().Before(end); <-tick.C {
+		most = max(most, c.Stats().Undelivered)
+	}
+	tick.Stop()
+	// 2·WithMaxQueued plus the window, and per publisher one call in a race and one
+	// refused result per publish timeout.
+	bound := 2*maxQueued + window + publishers*(2+int(run/publishTimeout))
+	t.Logf("%d calls; at most %d results waited (bound %d)", calls.Load(), most, bound)
+	if most > bound {
+		t.Errorf("%d results waited for an unread channel; WithMaxQueued %d and a window of %d allow %d", most, maxQueued, window, bound)
+	}
+	if most < maxQueued {
+		t.Errorf("only %d results waited: the channel was never full", most)
+	}
+	// Every call has its result, once read; the blocked calls return as results are read.
+	close(stop)
+	returned := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(returned)
+	}()
+	got := 0
+	deadline := time.NewTimer(30 * time.Second)
+	defer deadline.Stop()
+	for done := false; !done || int64(got) < calls.Load(); {
+		select {
+		case <-unread:
+			got++
+		case <-returned:
+			done, returned = true, nil
+		case <-deadline.C:
+			t.Fatalf("%d results of %d calls", got, calls.Load())
 		}
 	}
 }
