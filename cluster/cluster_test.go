@@ -57,6 +57,12 @@ func TestParseRejects(t *testing.T) {
 			t.Errorf("Parse(%q) = %v, want ErrInvalidServer", entry, err)
 		}
 	}
+	for entry, want := range map[string]string{"1e2 h:1": "weight from 0 to 100", "0x10 h:1": "weight from 0 to 100",
+		"h:1 h:2": "no spaces", "101 h:1": "from 0 to 100"} {
+		if _, err := Parse(entry); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Parse(%q) = %v, want an error saying %q", entry, err, want)
+		}
+	}
 	if _, err := ParseList([]string{"h:1", "bad"}); err == nil || !errors.Is(err, ErrInvalidServer) {
 		t.Errorf("ParseList with a bad entry = %v", err)
 	}

@@ -50,6 +50,10 @@ func Parse(entry string) (Server, error) {
 		return bad("a weight without an address")
 	case 1:
 	default:
+		if len(fields) == 2 && s.Weight == DefaultWeight && !strings.ContainsAny(fields[0], ":/") {
+			// "1e2 h:1", "x h:1": the first field is meant as a weight
+			return bad(`want "[weight ]address" with a weight from 0 to 100 in decimal digits`)
+		}
 		return bad(`want "[weight ]address"; an address holds no spaces`)
 	}
 	addr := fields[0]
