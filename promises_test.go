@@ -442,7 +442,8 @@ func TestErrorTexts(t *testing.T) {
 		"ws://h:1/a b":           "no spaces",
 		"ssl://h:8883":           "unknown scheme",
 		"101 h:1":                "weight",
-		"x h:1":                  "no spaces",
+		"x h:1":                  "weight from 0 to 100",
+		"h:1 h:2":                "no spaces",
 		strings.Repeat("h", 300): "want host:port",
 	} {
 		err := c.SetServers([]string{entry})
