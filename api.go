@@ -347,9 +347,9 @@ var resultChans = sync.Pool{New: func() any { return make(chan PublishResult, 1)
 // the publish timeout), only while the client holds WithMaxQueued requests not yet
 // written, or while WithMaxQueued results wait for r.Result because its reader is slower
 // than they come (see WithMaxQueued for what may still join them); a request that found
-// no room in time gets NotifyPublishFailed wrapping ErrTimeout. A ctx already done sends nothing: the result is NotifyPublishFailed wrapping
-// ErrTimeout (after Close: wrapping ErrClosed, whatever ctx); a nil ctx is
-// context.Background(). The result is delivered without blocking the client: a full
+// no room in time gets NotifyPublishFailed wrapping ErrTimeout. A ctx already done sends
+// nothing: the result is NotifyPublishFailed wrapping ErrTimeout (after Close: wrapping
+// ErrClosed, whatever ctx); a nil ctx is context.Background(). The result is delivered without blocking the client: a full
 // channel delays only the results bound for it. The one exception to "bounded by ctx": a
 // refused call (an invalid message, a ctx already done or ended while waiting, after
 // Close) whose channel already has a quarter more than WithMaxQueued results waiting

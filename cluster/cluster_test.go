@@ -58,7 +58,7 @@ func TestParseRejects(t *testing.T) {
 		}
 	}
 	for entry, want := range map[string]string{"1e2 h:1": "weight from 0 to 100", "0x10 h:1": "weight from 0 to 100",
-		"h:1 h:2": "no spaces", "101 h:1": "from 0 to 100"} {
+		"h:1 h:2": "no spaces", "101 h:1": "from 0 to 100", "100 x h:1": "no spaces"} {
 		if _, err := Parse(entry); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Parse(%q) = %v, want an error saying %q", entry, err, want)
 		}

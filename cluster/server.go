@@ -34,6 +34,7 @@ func Parse(entry string) (Server, error) {
 	}
 	fields := strings.Fields(entry)
 	s := Server{Weight: DefaultWeight}
+	weighted := false
 	if len(fields) == 0 {
 		return bad("empty")
 	}
@@ -42,7 +43,7 @@ func Parse(entry string) (Server, error) {
 		if err != nil || w < 0 || w > 100 {
 			return bad("weight must be an integer from 0 to 100")
 		}
-		s.Weight = w
+		s.Weight, weighted = w, true
 		fields = fields[1:]
 	}
 	switch len(fields) {
@@ -50,7 +51,7 @@ func Parse(entry string) (Server, error) {
 		return bad("a weight without an address")
 	case 1:
 	default:
-		if len(fields) == 2 && s.Weight == DefaultWeight && !strings.ContainsAny(fields[0], ":/") {
+		if len(fields) == 2 && !weighted && !strings.ContainsAny(fields[0], ":/") {
 			// "1e2 h:1", "x h:1": the first field is meant as a weight
 			return bad(`want "[weight ]address" with a weight from 0 to 100 in decimal digits`)
 		}
