@@ -89,8 +89,9 @@ func (l *lane) up(c *conn.Conn) {
 // may have arrived, so they end (Lost). A message that was in flight on PoisonAfter lost
 // connections in a row ends too (Poisoned): the server may be dropping the connection
 // over it. So that only a suspect is ever charged for a loss, the lane's next connection
-// then sends one message alone, the oldest, until it has its outcome. The engine's route
-// then moves what the lane holds to a lane that is up.
+// then sends one message alone, the oldest, until it has its outcome. Messages of a
+// subject whose home took it back while they were out here go to that home's queue
+// instead. The engine's route then moves what the lane holds to a lane that is up.
 func (l *lane) lost(cause error) {
 	e := l.e
 	back := e.moveBuf[:0]
@@ -129,7 +130,16 @@ func (l *lane) lost(cause error) {
 	}
 	slices.SortFunc(back, func(a, b *Request) int { return cmp.Compare(b.seq, a.seq) })
 	for _, r := range back {
-		l.queue.pushFront(r)
+		// A message of a subject this lane served while its home was down, and no longer
+		// serves, goes to the lane serving the subject now: it is older than all that lane
+		// holds of the subject (which waited for it), so it goes first there.
+		to := l
+		if s := e.lanes[e.servedBy[r.home]]; s != l {
+			to = s
+			r.lane = s
+			to.needProbe = to.needProbe || r.deaths > 0
+		}
+		to.queue.pushFront(r)
 	}
 	if len(back) > 0 {
 		e.log.Info("mdclient: resending unacknowledged messages", "count", len(back), "reason", cause)

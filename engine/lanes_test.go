@@ -291,3 +291,45 @@ func TestPoisonMovesAsAProbe(t *testing.T) {
 		}
 	})
 }
+
+// TestLaneLossSendsAwaitedMessagesToTheirHome: a lane serving another lane's subject
+// while that one was down still has the subject's oldest message in flight when the home
+// lane is back; the home lane waits for it. When the serving lane's connection is then
+// lost, that message goes to the home lane, ahead of the subject's later ones — not back
+// to the lost lane's queue, where it would go out after them (found by an outside tester
+// cutting all of a pool's connections in a row).
+func TestLaneLossSendsAwaitedMessagesToTheirHome(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, Config{Lanes: 2})
+		a := subjectFor(r.e, 0, "a")
+		silent := func(mqttpeer.Received) mqttpeer.Answer { return mqttpeer.Answer{Drop: true} }
+		home := r.connectLane(&mqttpeer.Peer{Connack: mqttpeer.Connack(100), Answer: silent}, 0)
+		serving := r.connectLane(&mqttpeer.Peer{Connack: mqttpeer.Connack(100), Answer: silent}, 1)
+		synctest.Wait()
+		var reqs []*Request
+		publish := func(from, to int) {
+			for i := from; i <= to; i++ {
+				reqs = append(reqs, r.publish(context.Background(), a, fmt.Sprintf("%02d", i)))
+			}
+		}
+		publish(1, 5) // in flight on lane 0, never answered
+		synctest.Wait()
+		home.Abort(errors.New("cut"))
+		synctest.Wait() // lane 1 serves a now: 01 goes out alone (a probe), unanswered
+		publish(6, 8)
+		synctest.Wait()
+		back := &mqttpeer.Peer{Connack: mqttpeer.Connack(100)}
+		r.connectLane(back, 0)
+		synctest.Wait() // a is home again; lane 0 waits for 01, on lane 1
+		if got := back.Payloads(); len(got) != 0 {
+			t.Fatalf("the home lane sent %q while 01 was in flight on the other lane", got)
+		}
+		serving.Abort(errors.New("cut"))
+		synctest.Wait()
+		r.exactlyOnce(reqs)
+		if got, want := back.Payloads(), []string{"01", "02", "03", "04", "05", "06", "07", "08"}; !slices.Equal(got, want) {
+			t.Errorf("the home lane sent %q, want %q", got, want)
+		}
+		r.close(time.Second)
+	})
+}
