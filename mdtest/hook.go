@@ -83,6 +83,10 @@ func (h *basicHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packe
 		return pk, packets.Code{Code: f.code, Reason: reasonSetByTest}
 	}
 	r := h.srv.route(pk.TopicName)
+	// Delivered now, before the PUBACK: mochi writes the PUBACK before it routes, so a
+	// client that publishes the subject's next message on another connection once it
+	// has the PUBACK could otherwise have that one delivered first.
+	h.srv.deliver(pk, 0, r.gen)
 	c.routeGen.Store(r.gen + 1)
 	if pk.FixedHeader.Qos == 1 && cl.Properties.ProtocolVersion == 5 && !r.hasSubscr {
 		c.noSubscribers.Store(uint32(pk.PacketID) + 1)
@@ -93,24 +97,25 @@ func (h *basicHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packe
 }
 
 // OnPublished runs once mochi has routed a publish to its own subscribers.
-// It delivers the message to the Subscriptions that existed when OnPublish
-// decided, so that a PUBACK 0x10 really means nobody got the message.
-// Retained messages also go to younger Subscriptions: those may have read
-// the retained store before mochi updated it.
+// OnPublish has delivered it to the Subscriptions that existed when it
+// decided, so that a PUBACK 0x10 really means nobody got the message; a
+// retained message also goes to the younger ones now: those may have read the
+// retained store before mochi updated it.
 func (h *basicHook) OnPublished(cl *mqtt.Client, pk packets.Packet) {
-	maxSeq := ^uint64(0)
-	if c, ok := cl.Net.Conn.(*serverConn); ok {
-		if gen := c.routeGen.Swap(0); gen > 0 && !pk.FixedHeader.Retain {
-			maxSeq = gen - 1
-		}
+	c, ok := cl.Net.Conn.(*serverConn)
+	if !ok {
+		h.srv.deliver(pk, 0, ^uint64(0)) // not seen by OnPublish
+		return
 	}
-	h.srv.deliver(pk, maxSeq)
+	if gen := c.routeGen.Swap(0); gen > 0 && pk.FixedHeader.Retain {
+		h.srv.deliver(pk, gen, ^uint64(0))
+	}
 }
 
 // OnWillSent delivers a published Will message to the matching
 // Subscriptions.
 func (h *basicHook) OnWillSent(_ *mqtt.Client, pk packets.Packet) {
-	h.srv.deliver(pk, ^uint64(0))
+	h.srv.deliver(pk, 0, ^uint64(0))
 }
 
 // OnPacketEncode fixes MQTT 5 PUBACKs just before mochi encodes them.

@@ -59,8 +59,9 @@ type Received struct {
 //
 // Delivery never blocks the broker and never drops a message: each matching
 // message is appended to an unbounded in-memory queue which feeds the
-// channel returned by Messages, in the order the broker routed them. A test
-// that does not read only costs memory.
+// channel returned by Messages, in the order the server decided them: a
+// message acknowledged before another was published, on any connection,
+// arrives before it. A test that does not read only costs memory.
 //
 // mochi's own inline subscriptions are deliberately not used: in v2.7.9 an
 // inline subscription to "#" or "+/..." also receives the $SYS topics, and
@@ -209,16 +210,16 @@ func (sub *Subscription) pump() {
 	}
 }
 
-// deliver hands a routed publish to every matching Subscription whose seq
-// is at most maxSeq.
-func (s *Server) deliver(pk packets.Packet, maxSeq uint64) {
+// deliver hands a publish to every matching Subscription whose seq is from
+// minSeq to maxSeq.
+func (s *Server) deliver(pk packets.Packet, minSeq, maxSeq uint64) {
 	if pk.TopicName == "" {
 		return
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	for sub := range s.subs {
-		if sub.seq <= maxSeq && matchTopic(sub.filter, pk.TopicName) {
+		if minSeq <= sub.seq && sub.seq <= maxSeq && matchTopic(sub.filter, pk.TopicName) {
 			sub.push(received(pk))
 		}
 	}
