@@ -307,9 +307,9 @@ Flags:
 	b.WriteString(doubleDash(flags.String()))
 	b.WriteString(`
 Clients and connections: --clients N runs N independent clients, each with --connections
-connections and its own --window; the stream is spread over them. The messages of one
-subject from one client keep their order (they share a connection): with --subject
-'load/%i' every client has a subject of its own, in order.
+connections and its own --window; the stream is spread over them (a --count in equal
+shares). The messages of one subject from one client keep their order (they share a
+connection): with --subject 'load/%i' every client has a subject of its own, in order.
 
 Open and closed loop: with --rate the schedule is fixed in advance (open loop): message i
 of the run is due at start + i/rate, client k sending every --clients-th from k. A

@@ -688,7 +688,16 @@ func generate(pc *pubClient, cfg config, g *gate, s *slots, start time.Time, res
 	defer p.stop()
 	var subject []byte
 	ctx := context.Background() // each message has the publish timeout; stopping the stream does not cut them short
-	for j := 0; ; j++ {
+	// Closed loop with --count: each client publishes its own share, so that the client
+	// that starts first does not take a whole window's worth of a short stream.
+	share := -1
+	if cfg.rate == 0 && cfg.count > 0 {
+		share = cfg.count / cfg.clients
+		if pc.index < cfg.count%cfg.clients {
+			share++
+		}
+	}
+	for j := 0; j != share; j++ {
 		due := time.Duration(-1)
 		if cfg.rate > 0 {
 			due = dueAt(j*cfg.clients+pc.index, cfg.rate)
