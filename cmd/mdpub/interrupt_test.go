@@ -2,8 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
+	"os"
+	"os/exec"
+	"os/signal"
 	"strings"
 	"sync"
 	"testing"
@@ -23,6 +27,13 @@ type sayWriter struct {
 }
 
 func newSayWriter(want string) *sayWriter { return &sayWriter{want: want, seen: make(chan struct{})} }
+
+// text is what was written so far.
+func (w *sayWriter) text() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
+}
 
 func (w *sayWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
@@ -205,5 +216,58 @@ func TestInterruptBeforeAServerIsReachedExits130(t *testing.T) {
 	code, stdout, stderr := invocation{}.run(t, ctx, "--servers", "tcp://"+addr, "--connect-timeout", "1h")
 	if code != exitInterrupted || stdout != "" || strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, "interrupted before a server was reached") {
 		t.Errorf("exit %d, want 130; stdout %q; stderr %q", code, stdout, stderr)
+	}
+}
+
+// TestSecondSignalQuitsAlsoWhenStartedIgnoringSIGINT: mdpub started with SIGINT ignored
+// (as a script's background job is) still stops on the first SIGINT and quits at once,
+// with 130 and no summary, on the second — it used to leave the second to the default
+// action, which was "ignore", and waited out the drain timeout (an outside tester's
+// finding).
+func TestSecondSignalQuitsAlsoWhenStartedIgnoringSIGINT(t *testing.T) {
+	srv := broker(t, "tok")
+	srv.DropAcks("mdpub/#", true) // no acknowledgement: results stay awaited
+	cmd := exec.Command(os.Args[0], "--servers", srv.TCPAddr(), "--token", "tok", "--rate", "1000", "--duration", "30s")
+	cmd.Env = append(os.Environ(), "MDPUB_TEST_MAIN=1")
+	streaming, stopping := newSayWriter("open loop at"), newSayWriter("stopping")
+	cmd.Stderr = io.MultiWriter(streaming, stopping)
+	cmd.Stdout = io.Discard // a pipe, not /dev/null (a character device: mdpub would take it for a terminal)
+	signal.Ignore(os.Interrupt) // inherited by the child as ignored
+	err := cmd.Start()
+	signal.Reset(os.Interrupt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	for _, step := range []struct {
+		said *sayWriter
+		what string
+	}{{streaming, "start streaming"}, {stopping, "say it stops"}} {
+		select {
+		case <-step.said.seen:
+		case err := <-exited:
+			t.Fatalf("mdpub ended (%v) before it did %s:\n%s", err, step.what, stopping.text())
+		case <-time.After(deadline):
+			cmd.Process.Kill()
+			t.Fatalf("mdpub did not %s:\n%s", step.what, stopping.text())
+		}
+		if err := cmd.Process.Signal(os.Interrupt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var err2 error
+	select {
+	case err2 = <-exited:
+	case <-time.After(deadline):
+		cmd.Process.Kill()
+		t.Fatal("mdpub did not end after the second SIGINT")
+	}
+	var ee *exec.ExitError
+	if !errors.As(err2, &ee) || ee.ExitCode() != exitInterrupted {
+		t.Errorf("mdpub ended with %v, want exit status %d", err2, exitInterrupted)
+	}
+	if out := stopping.text(); strings.Contains(out, "outcome") {
+		t.Errorf("mdpub printed its summary, so it waited for the drain:\n%s", out)
 	}
 }

@@ -96,10 +96,17 @@ type env struct {
 }
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// The first SIGINT or SIGTERM stops the stream; a second ends the process at once. The
+	// second is caught too, not left to the default action: a process started with SIGINT
+	// ignored (in the background of a script) would otherwise ignore it.
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	go func() {
-		<-ctx.Done()
-		stop() // a second Ctrl-C ends the process at once
+		<-sigs
+		cancel()
+		<-sigs
+		os.Exit(exitInterrupted)
 	}()
 	os.Exit(run(ctx, os.Args[1:], env{
 		stdin:     os.Stdin,

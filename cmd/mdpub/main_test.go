@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"reflect"
 	"slices"
 	"strconv"
@@ -23,7 +24,13 @@ import (
 	"github.com/mdclient/mdclient/mdtest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if os.Getenv("MDPUB_TEST_MAIN") == "1" { // this binary, re-run as the command itself
+		main()
+		return
+	}
+	goleak.VerifyTestMain(m)
+}
 
 // syncBuffer is a bytes.Buffer safe for the writers of one run.
 type syncBuffer struct {
