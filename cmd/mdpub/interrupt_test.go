@@ -231,7 +231,7 @@ func TestSecondSignalQuitsAlsoWhenStartedIgnoringSIGINT(t *testing.T) {
 	cmd.Env = append(os.Environ(), "MDPUB_TEST_MAIN=1")
 	streaming, stopping := newSayWriter("open loop at"), newSayWriter("stopping")
 	cmd.Stderr = io.MultiWriter(streaming, stopping)
-	cmd.Stdout = io.Discard // a pipe, not /dev/null (a character device: mdpub would take it for a terminal)
+	cmd.Stdout = io.Discard     // a pipe, not /dev/null (a character device: mdpub would take it for a terminal)
 	signal.Ignore(os.Interrupt) // inherited by the child as ignored
 	err := cmd.Start()
 	signal.Reset(os.Interrupt)
