@@ -128,19 +128,53 @@ func wrapOnce(sentinel, cause error) error {
 // ackStatus maps a PUBACK reason code: below 0x80 success (0x10: no subscriber), 0x87 and
 // the codes of WithDeniedReasonCodes denied, any other failure code failed.
 func ackStatus(code byte, reason string, denied *[256]bool) (Status, error) {
-	why := func(sentinel error) error {
-		if reason == "" {
-			return fmt.Errorf("%w: reason code 0x%02x", sentinel, code)
-		}
-		return fmt.Errorf("%w: reason code 0x%02x (%s)", sentinel, code, reason)
-	}
 	switch {
 	case code == 0x10:
-		return NotifyPublishNoSubscriber, why(ErrNoSubscriber)
+		return NotifyPublishNoSubscriber, ackErr(ackNoSubscriber, code, reason)
 	case code < 0x80:
 		return NotifyPublishOK, nil
 	case code == 0x87 || denied[code]:
-		return NotifyPublishDenied, why(ErrDenied)
+		return NotifyPublishDenied, ackErr(ackDenied, code, reason)
 	}
-	return NotifyPublishFailed, why(ErrFailed)
+	return NotifyPublishFailed, ackErr(ackFailed, code, reason)
+}
+
+// The sentinels of the acknowledgements that carry an error.
+const (
+	ackNoSubscriber = iota
+	ackDenied
+	ackFailed
+)
+
+// ackErrs are the errors of acknowledgements without a reason string, one per sentinel
+// and reason code: a broker answers "no subscriber" to most publishes of a stream that
+// nobody reads yet, and each such result would otherwise allocate its error.
+var ackErrs [3][256]ackError
+
+func init() {
+	for k, sentinel := range [3]error{ErrNoSubscriber, ErrDenied, ErrFailed} {
+		for code := range 256 {
+			ackErrs[k][code] = ackError{sentinel, byte(code)}
+		}
+	}
+}
+
+// ackError is an acknowledgement's error: its sentinel and reason code.
+type ackError struct {
+	sentinel error
+	code     byte
+}
+
+func (e *ackError) Error() string {
+	return fmt.Sprintf("%v: reason code 0x%02x", e.sentinel, e.code)
+}
+
+func (e *ackError) Unwrap() error { return e.sentinel }
+
+// ackErr is the error of an acknowledgement that has one.
+func ackErr(k int, code byte, reason string) error {
+	if reason == "" {
+		return &ackErrs[k][code]
+	}
+	return fmt.Errorf("%w: reason code 0x%02x (%s)", ackErrs[k][code].sentinel, code, reason)
 }
