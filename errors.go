@@ -13,21 +13,25 @@ import (
 // besides.
 var (
 	// ErrDenied: the server refused the publish (PUBACK 0x87, or a code named with
-	// WithDeniedReasonCodes), or every server refused the entitlement token at CONNECT
-	// (then the error also wraps a *RefusedError). Status NotifyPublishDenied.
+	// WithDeniedReasonCodes, to a message never sent before: see ErrTimeout), or every
+	// server refused the entitlement token at CONNECT (then the error also wraps a
+	// *RefusedError). Status NotifyPublishDenied.
 	ErrDenied = errors.New("mdclient: publish denied")
 	// ErrNoSubscriber: the server had no subscriber for the subject (PUBACK 0x10).
 	// Status NotifyPublishNoSubscriber.
 	ErrNoSubscriber = errors.New("mdclient: no subscriber")
 	// ErrTimeout: with status NotifyPublishTimeout, the message was written and no
 	// acknowledgement came — it may or may not have been published; the error also wraps
-	// why: the context's cause, ErrClosed, or the lost connection's error. With
+	// why: the context's cause, ErrClosed, or the lost connection's error; or, sent again
+	// after its connection was lost, the last send was refused (PUBACK code ≥ 0x80, named
+	// in the text only) while an earlier send may have been published. With
 	// NotifyPublishFailed, the request's context (or the publish timeout) ended before it
 	// was written: it was not published.
 	ErrTimeout = errors.New("mdclient: publish timed out")
 	// ErrFailed: the message was not published; the error also says why (ErrTimeout,
 	// ErrClosed, ErrNoServers, ErrInvalidMessage, ErrMessageTooLarge, or the server's
-	// reason code). Status NotifyPublishFailed.
+	// reason code: a PUBACK failure code to a message never sent before). Status
+	// NotifyPublishFailed.
 	ErrFailed = errors.New("mdclient: publish failed")
 	// ErrClosed: Close came before the outcome was known. With NotifyPublishFailed the
 	// message was never written; with NotifyPublishTimeout it was, unacknowledged.

@@ -18,6 +18,10 @@ func (c *Client) result(r *request) PublishResult {
 	switch {
 	case o.Fact == engine.Acked:
 		res.Status, res.Err = ackStatus(o.Reason, o.ReasonString, &c.opts.deniedReasonCode)
+		if o.Resent && (res.Status == NotifyPublishFailed || res.Status == NotifyPublishDenied) {
+			// The refusal is of the last send; an earlier one may have been published.
+			res.Status, res.Err = NotifyPublishTimeout, refusedResendErr(o.Reason, o.ReasonString)
+		}
 	case o.Written:
 		res.Status, res.Err = NotifyPublishTimeout, timeoutErr(o)
 	case o.Fact == engine.Refused:
@@ -123,6 +127,16 @@ func wrapOnce(sentinel, cause error) error {
 		return cause
 	}
 	return fmt.Errorf("%w: %w", sentinel, cause)
+}
+
+// refusedResendErr is the error of a message refused after it was sent again: TIMEOUT,
+// the refusal in words only, so that it matches neither ErrFailed nor ErrDenied, which
+// say the message was not published.
+func refusedResendErr(code byte, reason string) error {
+	if reason != "" {
+		reason = " (" + reason + ")"
+	}
+	return fmt.Errorf("%w: sent again after its connection was lost, it was refused with reason code 0x%02x%s; the earlier send may have been published", ErrTimeout, code, reason)
 }
 
 // ackStatus maps a PUBACK reason code: below 0x80 success (0x10: no subscriber), 0x87 and

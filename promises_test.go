@@ -490,3 +490,52 @@ func TestConcurrentCloseWaitsForTheFirst(t *testing.T) {
 		t.Errorf("the second Close returned %v before the first", f.Sub(second))
 	}
 }
+
+// A server's refusal of a message sent again after its connection was lost (found by the
+// fifth outside tester): the refusal is of the last send only, and the first send may have
+// been published — so the result is TIMEOUT, matching neither ErrFailed nor ErrDenied.
+// Server a reads the first send once resumed and publishes it, proving FAILED wrong.
+func TestRefusedResendIsTimeout(t *testing.T) {
+	for _, code := range []byte{0x97, 0x87} {
+		t.Run(fmt.Sprintf("0x%02x", code), func(t *testing.T) {
+			a, b := embedded(t), embedded(t)
+			b.SetReasonCode("t/#", code)
+			subA := subscribe(t, a, "t/#")
+			c := newClient(t, allowToken, []string{a.TCPAddr()})
+			awaitEvent(t, c, mdclient.NotifyServerUp, "", 10*time.Second)
+			a.Pause()
+			res := c.PublishAsync(ctxTimeout(t, 10*time.Second), mdclient.PublishRequest{Message: mdclient.Message{Subject: "t/x", Content: []byte("once")}})
+			if !eventually(5*time.Second, func() bool { return c.Stats().InFlight == 1 }) {
+				t.Fatalf("never in flight: %+v", c.Stats())
+			}
+			if err := c.SetServers([]string{b.TCPAddr()}); err != nil {
+				t.Fatal(err)
+			}
+			var r mdclient.PublishResult
+			select {
+			case r = <-res:
+			case <-time.After(10 * time.Second):
+				t.Fatal("no result")
+			}
+			wantStatus(t, r.Status, r.Err, mdclient.NotifyPublishTimeout, mdclient.ErrTimeout)
+			if errors.Is(r.Err, mdclient.ErrFailed) || errors.Is(r.Err, mdclient.ErrDenied) {
+				t.Errorf("the TIMEOUT wraps a sentinel that says not published: %v", r.Err)
+			}
+			if want := fmt.Sprintf("reason code 0x%02x", code); !strings.Contains(r.Err.Error(), want) {
+				t.Errorf("%v: the refusal's %s is missing", r.Err, want)
+			}
+			if st := c.Stats(); st.Resent != 1 || st.Timeout != 1 {
+				t.Errorf("Stats %+v, want Resent 1 and Timeout 1", st)
+			}
+			a.Resume()
+			select {
+			case m := <-subA.Messages():
+				if string(m.Payload) != "once" {
+					t.Errorf("a published %q", m.Payload)
+				}
+			case <-time.After(10 * time.Second):
+				t.Error("server a never published the first send")
+			}
+		})
+	}
+}

@@ -122,6 +122,7 @@ func (l *lane) lost(cause error) {
 			l.sent--
 			e.sent--
 			r.state = queued
+			r.Outcome.Resent = true
 			e.unawait(r)
 			back = append(back, r)
 			charged = true

@@ -44,6 +44,7 @@ const PoisonAfter = 3
 type Outcome struct {
 	Fact         Fact
 	Written      bool   // its bytes were handed to a connection at least once
+	Resent       bool   // it was in flight on a connection lost before its ack: that send may have been published
 	Reason       byte   // the PUBACK reason code (Acked)
 	ReasonString string // the PUBACK reason string, if any (Acked)
 	Server       string // the server it was last written to; "" if never
