@@ -59,7 +59,8 @@ var errChaosCancel = errors.New("chaos: cancelled by the publisher")
 //     channels, and unbuffered ones the caller reads after the call;
 //   - the conductor cuts, stalls and throttles connections, calls SetServers (another
 //     server, the dead address or the black hole first, a standby, an invalid entry),
-//     closes an embedded broker, SIGKILLs, SIGSTOPs and restarts mosquitto, and calls
+//     closes an embedded broker, makes one refuse publishes with a PUBACK failure code
+//     for a while, SIGKILLs, SIGSTOPs and restarts mosquitto, and calls
 //     Close at a random moment while the publishers go on calling (and call again after
 //     it has returned).
 //
@@ -149,6 +150,7 @@ type chaosBroker struct {
 	stoppedSince time.Time // SIGSTOPped since; zero while running
 	continueAt   time.Time // when to SIGCONT it
 	restartAt    time.Time // when to restart it after a kill
+	refuseUntil  time.Time // an embedded broker refuses chaos/# with a PUBACK failure code until then
 }
 
 // chaosProxy is a fault proxy in front of a broker.
@@ -257,6 +259,7 @@ func chaosRunSeed(t *testing.T, seed uint64, mosq bool) {
 		readersStop:   make(chan struct{}),
 	}
 	r.start = r.led.start
+	r.led.allowRefusals() // the conductor makes embedded brokers refuse for a while
 	r.build(mosq && r.rng.IntN(2) == 0)
 	t.Logf("seed %d: brokers %s; client %s; %d result channels; %d publishers, up to %d requests; Close after %v",
 		seed, r.describeBrokers(), strings.Join(r.opts, " "), len(r.chans), r.npub, r.maxRequests, r.closeAfter)
@@ -908,6 +911,13 @@ func (r *chaosRun) housekeeping(now time.Time) {
 		}
 	}
 	for _, b := range r.brokers {
+		if !b.refuseUntil.IsZero() && !now.Before(b.refuseUntil) {
+			b.refuseUntil = time.Time{}
+			if !b.dead {
+				b.emb.SetReasonCode(chaosTopic+"#", 0)
+				r.note("%s accepts again", b.name)
+			}
+		}
 		if !b.continueAt.IsZero() && !now.Before(b.continueAt) {
 			b.continueAt, b.stoppedSince = time.Time{}, time.Time{}
 			b.mq.Continue()
@@ -1007,6 +1017,17 @@ func (r *chaosRun) fault(now time.Time) {
 			mq.mq.Restart(r.t)
 			r.note("restarted %s (SIGKILL and start)", mq.name)
 		}
+	case x < 90:
+		// A failure code, never a denied one: every server lets the token publish, and a
+		// message refused after it was resent must read TIMEOUT (it may be published).
+		b := r.brokers[r.rng.IntN(2)]
+		if !b.dead && b.refuseUntil.IsZero() {
+			code := [...]byte{0x80, 0x97, 0x99}[r.rng.IntN(3)]
+			d := time.Duration(100+r.rng.IntN(2000)) * time.Millisecond
+			b.emb.SetReasonCode(chaosTopic+"#", code)
+			b.refuseUntil = now.Add(d)
+			r.note("%s refuses with 0x%02x for %v", b.name, code, d)
+		}
 	}
 }
 
@@ -1022,6 +1043,12 @@ func (r *chaosRun) releaseFaults() {
 			b.stoppedSince, b.continueAt = time.Time{}, time.Time{}
 		}
 		b.restartAt = time.Time{} // a killed mosquitto stays dead
+		if !b.refuseUntil.IsZero() {
+			b.refuseUntil = time.Time{}
+			if !b.dead {
+				b.emb.SetReasonCode(chaosTopic+"#", 0) // the quiescence markers must get through
+			}
+		}
 	}
 }
 
