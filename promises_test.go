@@ -444,6 +444,8 @@ func TestErrorTexts(t *testing.T) {
 		"101 h:1":                "weight",
 		"x h:1":                  "weight from 0 to 100",
 		"h:1 h:2":                "no spaces",
+		"tcp://h:1?x=y":          "no query",
+		"ws://h:1/mqtt#top":      "no query",
 		strings.Repeat("h", 300): "want host:port",
 	} {
 		err := c.SetServers([]string{entry})

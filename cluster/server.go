@@ -74,6 +74,9 @@ func Parse(entry string) (Server, error) {
 	default:
 		return bad("unknown scheme " + strconv.Quote(scheme) + " (want ws, wss, http, https, tcp, mqtt, tls or mqtts)")
 	}
+	if strings.ContainsAny(rest, "?#") {
+		return bad("an address takes no query or fragment (? or #)")
+	}
 	hostport, path, _ := strings.Cut(rest, "/")
 	if strings.Contains(hostport, "@") {
 		return bad("user info in an address is not supported: give the token with SetEntitlementToken")
