@@ -175,8 +175,8 @@ func TestUnknownPacketID(t *testing.T) {
 }
 
 // TestResendInOrderAfterAProbe: after a lost connection the unacknowledged messages go out
-// first, in their order, with DUP; the oldest goes alone until it has its outcome, so
-// that only it would be charged if the server dropped the connection over it.
+// first, in their order, with DUP, marked Resent; the oldest goes alone until it has its
+// outcome, so that only it would be charged if the server dropped the connection over it.
 func TestResendInOrderAfterAProbe(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		gate := make(chan struct{})
@@ -207,6 +207,12 @@ func TestResendInOrderAfterAProbe(t *testing.T) {
 		close(gate)
 		synctest.Wait()
 		r.exactlyOnce(reqs)
+		// Resent tells the root that an earlier send may have been published.
+		for i, q := range reqs {
+			if o := r.outcome(q); o.Resent != (i < 5) {
+				t.Errorf("m%d: Resent %v", i, o.Resent)
+			}
+		}
 		var second []string
 		for _, got := range p.Received() {
 			if got.Conn == 2 {
