@@ -541,3 +541,41 @@ func TestRefusedResendIsTimeout(t *testing.T) {
 		})
 	}
 }
+
+// A call made while Close runs gets its ErrClosed result once Close has returned (found
+// by the sixth outside tester): callers that call again as soon as they are refused took
+// the processors from the goroutines Close waits for, and Close overran its bound.
+func TestCallsDuringCloseWaitForIt(t *testing.T) {
+	srv := embedded(t)
+	srv.DropAcks("#", true) // the drain runs its whole timeout
+	c := openClient(t, allowToken, []string{srv.TCPAddr()}, mdclient.WithDrainTimeout(time.Second))
+	awaitEvent(t, c, mdclient.NotifyServerUp, "", 10*time.Second)
+	held := c.PublishAsync(context.Background(), mdclient.PublishRequest{Message: mdclient.Message{Subject: "a/b"}})
+	if !eventually(5*time.Second, func() bool { return c.Stats().InFlight == 1 }) {
+		t.Fatalf("never in flight: %+v", c.Stats())
+	}
+	returned := make(chan struct{})
+	go func() {
+		c.Close()
+		close(returned)
+	}()
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	for {
+		// Refused at once (ErrTimeout) until Close has begun, then ErrClosed.
+		st, err := c.Publish(done, mdclient.Message{Subject: "a/b"})
+		if errors.Is(err, mdclient.ErrClosed) {
+			wantStatus(t, st, err, mdclient.NotifyPublishFailed, mdclient.ErrClosed)
+			break
+		}
+		wantStatus(t, st, err, mdclient.NotifyPublishFailed, mdclient.ErrTimeout)
+	}
+	select {
+	case <-returned:
+	case <-time.After(500 * time.Millisecond):
+		t.Fatal("a call made during Close returned its ErrClosed while Close was still draining")
+	}
+	if r := <-held; r.Status != mdclient.NotifyPublishTimeout || !errors.Is(r.Err, mdclient.ErrClosed) {
+		t.Errorf("the held message: %s %v", r.Status, r.Err)
+	}
+}
