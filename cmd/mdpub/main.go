@@ -48,7 +48,9 @@
 // Exit codes: 0 when every message got NOTIFY_PUBLISH_OK (or there was none), 1 when some
 // did not, 2 for a usage error (a --size no MQTT packet can hold among them), a bad server
 // entry, no server reachable within the connect timeout before the stream, or a first
-// result saying the messages exceed the server's Maximum Packet Size (the run stops there),
+// result saying the messages exceed the server's Maximum Packet Size (the run stops there;
+// not with --stdin, where each line is a message of its own: a line too large gets
+// NOTIFY_PUBLISH_FAILED and the run goes on),
 // and 130 (128 + SIGINT) when SIGINT or SIGTERM interrupted the run, whatever the outcomes
 // and even before a server was reached. mdpub serve exits 0 when a signal stops it, its
 // only way to stop.
@@ -364,7 +366,8 @@ Exit codes:
   0    every message got NOTIFY_PUBLISH_OK
   1    some message did not
   2    usage error, bad server entry, no server reachable, or messages larger than the
-       server's Maximum Packet Size (the run stops at the first result)
+       server's Maximum Packet Size (the run stops at the first result; with --stdin a
+       line too large is FAILED, exit 1, and the run goes on)
   130  interrupted by SIGINT or SIGTERM, whatever the outcomes (mdpub serve: 0)
 `)
 	return b.String()

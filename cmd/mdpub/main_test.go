@@ -729,3 +729,22 @@ func TestMetadataFlags(t *testing.T) {
 		}
 	}
 }
+
+// A --stdin line longer than any MQTT packet is kept only up to one byte more than MQTT
+// allows (so that it is still refused as too large), the rest read and dropped, and the
+// next line is whole (found by the sixth outside tester: `mdpub --stdin < /dev/zero` ran
+// out of memory).
+func TestStdinLongLineIsBounded(t *testing.T) {
+	defer func(m int) { maxLine = m }(maxLine)
+	maxLine = 1000
+	br := bufio.NewReaderSize(io.MultiReader(strings.NewReader(strings.Repeat("x", 1<<20)), strings.NewReader("\nnext\nlast")), 4096)
+	for _, want := range []struct {
+		n   int
+		err error
+	}{{maxLine, nil}, {len("next\n"), nil}, {len("last"), io.EOF}} {
+		line, err := readLine(br)
+		if len(line) != want.n || err != want.err {
+			t.Fatalf("%d bytes (%.10q…), %v; want %d bytes, %v", len(line), line, err, want.n, want.err)
+		}
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/mdclient/mdclient"
+	"github.com/mdclient/mdclient/codec"
 	"github.com/mdclient/mdclient/mdtest"
 )
 
@@ -754,7 +755,7 @@ func readLines(r io.Reader, pc *pubClient, cfg config, g *gate, l *lines, start 
 	ctx := context.Background()
 	for n := 1; ; n++ {
 		readStart := time.Now()
-		line, err := br.ReadBytes('\n')
+		line, err := readLine(br)
 		reading += time.Since(readStart)
 		if err != nil && (len(line) == 0 || !errors.Is(err, io.EOF)) {
 			if errors.Is(err, io.EOF) {
@@ -792,6 +793,25 @@ func readLines(r io.Reader, pc *pubClient, cfg config, g *gate, l *lines, start 
 			return nil
 		}
 	}
+}
+
+// maxLine is the most of a line --stdin keeps: one byte more than any MQTT packet holds,
+// so that a longer line is still refused as too large (FAILED, wrapping
+// ErrMessageTooLarge) without its whole length in memory; the rest is read and dropped.
+var maxLine = codec.MaxPacketSize + 1
+
+// readLine reads one line with its ending, as bufio.Reader.ReadBytes does (a new slice:
+// the message keeps it until written), keeping at most maxLine bytes of it.
+func readLine(br *bufio.Reader) ([]byte, error) {
+	line, err := br.ReadSlice('\n')
+	b := append([]byte(nil), line[:min(len(line), maxLine)]...)
+	for err == bufio.ErrBufferFull {
+		line, err = br.ReadSlice('\n')
+		if room := maxLine - len(b); room > 0 {
+			b = append(b, line[:min(len(line), room)]...)
+		}
+	}
+	return b, err
 }
 
 // pacer waits for messages' due times. It waits only when a message is a millisecond
