@@ -353,12 +353,12 @@ var resultChans = sync.Pool{New: func() any { return make(chan PublishResult, 1)
 // no room in time gets NotifyPublishFailed wrapping ErrTimeout. A ctx already done sends
 // nothing: the result is NotifyPublishFailed wrapping ErrTimeout (after Close: wrapping
 // ErrClosed, whatever ctx — and a call made while Close runs waits for Close to return,
-// at most the drain timeout plus one second); a nil ctx is context.Background(). The result is delivered
-// without blocking the client: a full channel delays only the results bound for it. The
-// one exception to "bounded by ctx": a refused call (an invalid message, a ctx already
-// done or ended while waiting, after Close) whose channel already has a quarter more
-// than WithMaxQueued results waiting waits, up to the publish timeout, for some of them
-// to be read before its own joins them. Its result must go somewhere, so an unread
+// at most the drain timeout plus one second); a nil ctx is context.Background(). The
+// result is delivered without blocking the client: a full channel delays only the
+// results bound for it. The one exception to "bounded by ctx": a refused call (an
+// invalid message, a ctx already done or ended while waiting, after Close) whose channel
+// already has a quarter more than WithMaxQueued results waiting waits, up to the publish
+// timeout, for some of them to be read before its own joins them. Its result must go somewhere, so an unread
 // channel's backlog still grows past that, but slowly: by at most one result per publish
 // timeout per calling goroutine.
 func (c *Client) PublishAsync(ctx context.Context, r PublishRequest) <-chan PublishResult {
