@@ -58,6 +58,7 @@ type Event struct {
 	AcksReady bool   // acknowledgements wait in Conn: take them with TakeAcks
 	Written   []byte // a buffer passed to Send, written (or failed) and handed back
 	Down      error  // Conn has ended, for this reason; no event from it follows
+	Alive     bool   // a PINGRESP came after Ping: the server answers
 	Refused   error  // every server refused the credentials (a *RefusedError)
 	Lane      int    // with Up: the engine's lane (connection slot) Conn serves
 	// Taken, with Up, is closed by the engine once Conn is in use, so that the cluster
@@ -75,16 +76,19 @@ type Conn struct {
 	keepAlive time.Duration
 	leftover  []byte // bytes read after the CONNACK; the reader's from Start on
 
-	writes   chan []byte    // engine → writer: at most one batch waiting (capacity 1)
-	ackMu    sync.Mutex     // guards acks: the reader adds, the engine takes
-	acks     []codec.Puback // the mailbox: acks read and not yet taken
-	ackReady atomic.Bool    // an AcksReady event was sent and the engine has not taken since
-	closing  chan struct{}  // Close → writer: flush, send DISCONNECT, end
-	stop     chan struct{}  // closed when the connection ends, by whichever side
-	done     chan struct{}  // closed when both goroutines have exited (or, unstarted, at Close)
-	startMu  sync.Mutex     // Start and the Close of an unstarted connection exclude each other
-	started  bool           // Start ran
-	ended    bool           // Close came first: Start must not start
+	writes    chan []byte    // engine → writer: at most one batch waiting (capacity 1)
+	pingNow   chan struct{}  // engine → writer: send a PINGREQ now (capacity 1)
+	pongs     int            // PINGRESPs the reader's last parse found; the reader's
+	pingAsked atomic.Bool    // Ping was called and its PINGRESP is not yet reported
+	ackMu     sync.Mutex     // guards acks: the reader adds, the engine takes
+	acks      []codec.Puback // the mailbox: acks read and not yet taken
+	ackReady  atomic.Bool    // an AcksReady event was sent and the engine has not taken since
+	closing   chan struct{}  // Close → writer: flush, send DISCONNECT, end
+	stop      chan struct{}  // closed when the connection ends, by whichever side
+	done      chan struct{}  // closed when both goroutines have exited (or, unstarted, at Close)
+	startMu   sync.Mutex     // Start and the Close of an unstarted connection exclude each other
+	started   bool           // Start ran
+	ended     bool           // Close came first: Start must not start
 
 	closeOnce   sync.Once
 	closeReason error // why Close was called; written before closing is closed
@@ -128,6 +132,7 @@ func newConn(ep Endpoint, cfg *Config) *Conn {
 		log:       cfg.Logger,
 		keepAlive: cfg.KeepAlive,
 		writes:    make(chan []byte, 1),
+		pingNow:   make(chan struct{}, 1),
 		closing:   make(chan struct{}),
 		stop:      make(chan struct{}),
 		done:      make(chan struct{}),
@@ -291,6 +296,17 @@ func (c *Conn) Send(buf []byte) bool {
 	}
 }
 
+// Ping asks the writer to send a PINGREQ now, without blocking; the PINGRESP comes as an
+// Event with Alive. It is how the engine learns that a connection older than another's
+// loss still reaches its server (a pool's connections may fail together).
+func (c *Conn) Ping() {
+	c.pingAsked.Store(true)
+	select {
+	case c.pingNow <- struct{}{}:
+	default: // one is already asked for
+	}
+}
+
 // Close ends the connection gracefully, for reason (ErrClosed when nil): the writer writes
 // what was sent, then DISCONNECT, with closeGrace more for its writes, so that a writer
 // stuck on a silent server cannot hold Close up. A connection never started just closes
@@ -393,6 +409,12 @@ func (c *Conn) writeLoop(emit func(Event)) {
 				c.shutdown(err)
 				return
 			}
+		case <-c.pingNow:
+			if _, err := c.nc.Write(codec.AppendPingreq(ping[:0])); err != nil {
+				c.shutdown(err)
+				return
+			}
+			lastPing, lastWrite = time.Now(), time.Now()
 		case now := <-tick:
 			// Ping a quiet server, so that its silence means it is gone; the watchdog
 			// notices that silence even while a write is stuck.
@@ -430,6 +452,12 @@ func (c *Conn) readLoop(emit func(Event)) error {
 		var err error
 		acks, err = c.parse(&buf, acks[:0])
 		c.deliverAcks(acks, emit)
+		if c.pongs > 0 {
+			c.pongs = 0
+			if c.pingAsked.Swap(false) { // keep-alive's own pings are nobody's news
+				emit(Event{Conn: c, Alive: true})
+			}
+		}
 		if err != nil {
 			c.log.Warn("mdclient: dropping connection", "server", c.ep.String(), "reason", err)
 			return err
@@ -482,6 +510,7 @@ func (c *Conn) parse(buf *[]byte, acks []codec.Puback) ([]codec.Puback, error) {
 			}
 			acks = append(acks, ack)
 		case codec.TypePingresp:
+			c.pongs++
 		case codec.TypeDisconnect:
 			d, err := codec.DecodeDisconnect(body)
 			if err != nil {

@@ -202,3 +202,31 @@ func TestErrorsHideUserInfo(t *testing.T) {
 		}
 	}
 }
+
+// TestPing: a PINGREQ asked for with Ping is answered, and the answer reported as an
+// Alive event — how the engine learns that a connection still reaches its server.
+func TestPing(t *testing.T) {
+	b := mosquittotest.Start(t, mosquittotest.Config{})
+	for _, addr := range []string{b.TCPAddr(), b.WSAddr()} {
+		t.Run(addr[:strings.Index(addr, ":")], func(t *testing.T) {
+			c, err := conn.Dial(context.Background(), endpoint(t, addr), &conn.Config{ClientID: "ping", ConnectTimeout: 5 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			events := make(chan conn.Event, 16)
+			quit := make(chan struct{})
+			defer close(quit)
+			c.Start(events, quit)
+			for range 2 {
+				c.Ping()
+				if ev := next(t, events); !ev.Alive {
+					t.Fatalf("got %+v, want Alive", ev)
+				}
+			}
+			c.Close(nil)
+			if ev := next(t, events); ev.Down == nil {
+				t.Fatalf("got %+v, want Down", ev)
+			}
+		})
+	}
+}

@@ -78,6 +78,17 @@ func (l *lane) encode() {
 			e.complete(r, fact, why)
 			continue
 		}
+		if l.needProbe && r.deaths > 0 && l.heard < r.lostAt {
+			// A suspect lost after cur last showed it reaches its server: cur may have
+			// failed in the same outage, unnoticed yet, and a loss there would be charged
+			// to the message. It waits for a sign of life (acks, or the PINGRESP asked
+			// for here), or for cur's end, which moves it on uncharged.
+			if !l.pinged {
+				l.pinged = true
+				l.cur.Ping()
+			}
+			return
+		}
 		if !e.takeToken() {
 			return // the rate limit: the timer wakes the engine for the next token
 		}

@@ -84,6 +84,7 @@ type Engine struct {
 	moveBuf   []*Request
 	tokens    float64 // the rate limit's bucket, as of tokensAt
 	tokensAt  time.Time
+	losses    uint64 // connections lost so far: the clock of lane.heardSince
 }
 
 // New returns an engine; Run starts it.
@@ -219,7 +220,7 @@ func (e *Engine) tell() {
 // admit takes r in. While draining it still does: a request in the inbox was handed
 // over before Close sealed it, so it is drained like the rest.
 func (e *Engine) admit(r *Request) {
-	r.state, r.id, r.deaths, r.dlPos = queued, 0, 0, noDeadline
+	r.state, r.id, r.deaths, r.lostAt, r.dlPos = queued, 0, 0, 0, noDeadline
 	r.inRing, r.inBatch, r.cancelPending, r.delivered, r.awaited = false, false, false, false, false
 	r.Outcome = Outcome{}
 	r.Packet.QoS = 1
@@ -388,7 +389,10 @@ func (e *Engine) handle(ev conn.Event) {
 		case l == nil:
 			// An event of a connection already replaced: nothing of it is ours any more.
 			// (Its acks were all taken before its Down event.)
+		case ev.Alive:
+			l.heard, l.pinged = e.losses, false
 		case ev.AcksReady:
+			l.heard = e.losses
 			e.ackBuf = ev.Conn.TakeAcks(e.ackBuf)
 			l.acks(e.ackBuf)
 			clear(e.ackBuf) // drop reason strings

@@ -42,6 +42,10 @@ type lane struct {
 	heldAwaited      int
 	heldAwaitedSince time.Time
 	everUp           bool // it had a connection before
+	// heard is Engine.losses when cur last showed it reaches its server (it came up, acks
+	// or a PINGRESP came); pinged: a PINGREQ is out for a suspect waiting on that.
+	heard  uint64
+	pinged bool
 }
 
 // heldSlot is what the in-flight table keeps of a request that timed out unanswered: its
@@ -79,6 +83,7 @@ func (l *lane) up(c *conn.Conn) {
 		l.free = append(l.free, uint16(id))
 	}
 	l.held, l.writing, l.windowShut, l.heldSince = 0, false, false, time.Time{}
+	l.heard, l.pinged = e.losses, false
 	l.resetBatch()
 	e.online.Store(true)
 }
@@ -94,6 +99,7 @@ func (l *lane) up(c *conn.Conn) {
 // instead. The engine's route then moves what the lane holds to a lane that is up.
 func (l *lane) lost(cause error) {
 	e := l.e
+	e.losses++
 	back := e.moveBuf[:0]
 	charged := false
 	for id, r := range l.table {
@@ -122,6 +128,7 @@ func (l *lane) lost(cause error) {
 			l.sent--
 			e.sent--
 			r.state = queued
+			r.lostAt = e.losses
 			r.Outcome.Resent = true
 			e.unawait(r)
 			back = append(back, r)

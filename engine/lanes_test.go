@@ -9,6 +9,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/mdclient/mdclient/conn"
 	"github.com/mdclient/mdclient/internal/mqttpeer"
 )
 
@@ -329,6 +330,74 @@ func TestLaneLossSendsAwaitedMessagesToTheirHome(t *testing.T) {
 		r.exactlyOnce(reqs)
 		if got, want := back.Payloads(), []string{"01", "02", "03", "04", "05", "06", "07", "08"}; !slices.Equal(got, want) {
 			t.Errorf("the home lane sent %q, want %q", got, want)
+		}
+		r.close(time.Second)
+	})
+}
+
+// TestOneOutageCountsOnce: a pool's connections fail together (here: their servers go
+// deaf), and the engine hears of their ends one by one. A message lost on lane 0 moves to
+// lane 1, whose connection is dead too but not known to be: it waits there for a sign of
+// life (it asks for a PINGRESP) instead of being written and charged another loss, moves
+// on uncharged when lane 1 ends, likewise on lane 2, and goes out on the next connection
+// (found by the sixth outside tester: two outages gave up guaranteed messages as lost 3
+// times in a row).
+func TestOneOutageCountsOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, Config{Lanes: 3})
+		var peers []*mqttpeer.Peer
+		var cns []*conn.Conn
+		for l := range 3 {
+			p := &mqttpeer.Peer{Connack: mqttpeer.Connack(100), Answer: func(mqttpeer.Received) mqttpeer.Answer { return mqttpeer.Answer{Drop: true} }}
+			peers = append(peers, p)
+			cns = append(cns, r.connectLane(p, l))
+		}
+		synctest.Wait()
+		q := r.publish(context.Background(), subjectFor(r.e, 0, "a"), "m")
+		synctest.Wait()
+		for _, p := range peers {
+			p.Deaf.Store(true) // the outage
+		}
+		for _, cn := range cns { // the engine hears of the ends one by one
+			cn.Abort(errors.New("outage"))
+			synctest.Wait()
+		}
+		if !r.pending(q) {
+			t.Fatalf("given up after one outage: %+v", r.outcome(q))
+		}
+		for l, p := range peers[1:] {
+			if got := p.Payloads(); len(got) != 0 {
+				t.Errorf("lane %d, dead unnoticed, was handed %q", l+1, got)
+			}
+		}
+		r.connectLane(&mqttpeer.Peer{Connack: mqttpeer.Connack(100)}, 0)
+		synctest.Wait()
+		if o := r.outcome(q); o.Fact != Acked || !o.Resent {
+			t.Errorf("%+v, want Acked after a resend", o)
+		}
+		r.close(time.Second)
+	})
+}
+
+// TestSuspectGoesOutOnALiveSibling: a message lost on lane 0 moves to lane 1, which is
+// alive: it answers the PINGREQ, and the message goes out there at once.
+func TestSuspectGoesOutOnALiveSibling(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, Config{Lanes: 2})
+		first := &mqttpeer.Peer{Connack: mqttpeer.Connack(100), Answer: func(mqttpeer.Received) mqttpeer.Answer { return mqttpeer.Answer{Drop: true} }}
+		cn := r.connectLane(first, 0)
+		other := &mqttpeer.Peer{Connack: mqttpeer.Connack(100)}
+		r.connectLane(other, 1)
+		synctest.Wait()
+		q := r.publish(context.Background(), subjectFor(r.e, 0, "a"), "m")
+		synctest.Wait()
+		cn.Abort(errors.New("cut"))
+		synctest.Wait()
+		if o := r.outcome(q); o.Fact != Acked || !o.Resent || o.Server != "tcp://pipe" {
+			t.Errorf("%+v, want Acked on the other lane", o)
+		}
+		if got := other.Received(); len(got) != 1 || !got[0].Dup {
+			t.Errorf("the other lane read %+v", got)
 		}
 		r.close(time.Second)
 	})

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 
 	"github.com/mdclient/mdclient/codec"
 )
@@ -29,6 +30,10 @@ type Peer struct {
 	// Answer decides for each PUBLISH; nil acknowledges with 0x00. It runs on the peer's
 	// goroutine, so it may block (a stalled server) until the test lets it go on.
 	Answer func(p Received) Answer
+
+	// Deaf, while set, makes the peer read on and answer nothing, pings included: a path
+	// that died without the client knowing yet.
+	Deaf atomic.Bool
 
 	mu       sync.Mutex
 	got      []Received // every PUBLISH read, in order, on every connection
@@ -124,7 +129,9 @@ func (p *Peer) Serve(nc net.Conn) {
 		case codec.TypeDisconnect:
 			return
 		case codec.TypePingreq:
-			write(codec.AppendPingresp(nil))
+			if !p.Deaf.Load() {
+				write(codec.AppendPingresp(nil))
+			}
 			continue
 		case codec.TypePublish:
 		default:
@@ -152,6 +159,9 @@ func (p *Peer) Serve(nc net.Conn) {
 		a := Answer{}
 		if p.Answer != nil {
 			a = p.Answer(r)
+		}
+		if p.Deaf.Load() {
+			a = Answer{Drop: true}
 		}
 		id := pub.PacketID
 		if a.AckID != 0 {
