@@ -20,8 +20,10 @@ import (
 // result, before the result is delivered: on a client goroutine, or on the caller's when
 // the client refuses the request after the hook ran (a full queue, a client closing). It
 // must not block: it runs on the client's engine goroutine, so while it blocks nothing is
-// written or acknowledged for any request, and Close waits for it. Hand slow work
-// (exporting, say) to a goroutine or a batching processor of your own.
+// written or acknowledged for any request, and Close waits for it — so it must not call
+// Close either, which would wait for it for ever. It may publish again (a retry): that
+// call does not wait, also while Close runs. Hand slow work (exporting, say) to a
+// goroutine or a batching processor of your own.
 //
 // A hook or done function that panics is a bug of its author: the client recovers, logs
 // the panic with its stack at level Error, and goes on; a request whose hook panicked gets

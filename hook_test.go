@@ -277,3 +277,42 @@ func TestChainedHooks(t *testing.T) {
 		t.Errorf("trail %q, want %q", trail, want)
 	}
 }
+
+// TestDonePublishesDuringClose: a done function that publishes again (a retry) while
+// Close drains is not held up — it runs on the engine's goroutine, which Close waits for
+// (found by the seventh outside tester: each such call stalled the engine until Close's
+// own bound, and Close overran it).
+func TestDonePublishesDuringClose(t *testing.T) {
+	srv := embedded(t)
+	srv.DropAcks("#", true) // the drain runs its whole timeout, then ends the message
+	retried := make(chan time.Duration, 1)
+	var c *mdclient.Client
+	hook := func(ctx context.Context, m *mdclient.Message) func(mdclient.PublishResult) {
+		if m.Subject != "first" {
+			return nil
+		}
+		return func(r mdclient.PublishResult) {
+			t0 := time.Now()
+			res := c.PublishAsync(context.Background(), mdclient.PublishRequest{Message: mdclient.Message{Subject: "retry"}})
+			retried <- time.Since(t0)
+			go func() { <-res }()
+		}
+	}
+	c = openClient(t, allowToken, []string{srv.TCPAddr()}, mdclient.WithHook(hook), mdclient.WithDrainTimeout(time.Second))
+	awaitEvent(t, c, mdclient.NotifyServerUp, "", 10*time.Second)
+	first := c.PublishAsync(context.Background(), mdclient.PublishRequest{Message: mdclient.Message{Subject: "first"}})
+	if !eventually(5*time.Second, func() bool { return c.Stats().InFlight == 1 }) {
+		t.Fatalf("never in flight: %+v", c.Stats())
+	}
+	took, ok := closeWithin(t, c, 2*time.Second, func() {})
+	if !ok {
+		t.Errorf("Close took longer than the drain timeout plus 1 s")
+	}
+	if d := <-retried; d > 300*time.Millisecond {
+		t.Errorf("the done function's PublishAsync took %v during Close", d)
+	}
+	if r := <-first; r.Status != mdclient.NotifyPublishTimeout {
+		t.Errorf("the held message: %s %v", r.Status, r.Err)
+	}
+	t.Logf("Close took %v", took)
+}
