@@ -333,9 +333,6 @@ func (e *Engine) arm() {
 		if l.heldAwaited > 0 && !l.windowShut {
 			earlier(l.heldAwaitedSince.Add(windowPatience))
 		}
-		if l.pinged && !l.windowShut {
-			earlier(l.pingedAt.Add(windowPatience))
-		}
 		if next, limited := l.nextToken(); limited {
 			earlier(next)
 		}
@@ -395,7 +392,7 @@ func (e *Engine) handle(ev conn.Event) {
 		case ev.Alive:
 			l.heard, l.pinged = e.losses, false
 		case ev.AcksReady:
-			l.heard, l.pinged = e.losses, false // a sign of life too
+			l.heard = e.losses
 			e.ackBuf = ev.Conn.TakeAcks(e.ackBuf)
 			l.acks(e.ackBuf)
 			clear(e.ackBuf) // drop reason strings
