@@ -27,6 +27,21 @@ func endpoint(t *testing.T, addr string) conn.Endpoint {
 	return s.Endpoint
 }
 
+// started dials addr and starts the connection; its events arrive on the channel
+// returned, until the test ends.
+func started(t *testing.T, addr string, cfg *conn.Config) (*conn.Conn, <-chan conn.Event) {
+	t.Helper()
+	c, err := conn.Dial(context.Background(), endpoint(t, addr), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	events := make(chan conn.Event, 16)
+	quit := make(chan struct{})
+	t.Cleanup(func() { close(quit) })
+	c.Start(events, quit)
+	return c, events
+}
+
 // next waits for the next event, failing the test after a deadline.
 func next(t *testing.T, events <-chan conn.Event) conn.Event {
 	t.Helper()
@@ -162,14 +177,7 @@ func TestKeepAliveDetectsStall(t *testing.T) {
 
 func testStall(t *testing.T, b *mosquittotest.Broker, addr string) {
 	const ka = time.Second
-	c, err := conn.Dial(context.Background(), endpoint(t, addr), &conn.Config{ClientID: "ka", KeepAlive: ka, ConnectTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	events := make(chan conn.Event, 16)
-	quit := make(chan struct{})
-	defer close(quit)
-	c.Start(events, quit)
+	_, events := started(t, addr, &conn.Config{ClientID: "ka", KeepAlive: ka, ConnectTimeout: 5 * time.Second})
 	// Idle for two intervals: the pings keep the connection up.
 	select {
 	case ev := <-events:
@@ -209,14 +217,7 @@ func TestPing(t *testing.T) {
 	b := mosquittotest.Start(t, mosquittotest.Config{})
 	for _, addr := range []string{b.TCPAddr(), b.WSAddr()} {
 		t.Run(addr[:strings.Index(addr, ":")], func(t *testing.T) {
-			c, err := conn.Dial(context.Background(), endpoint(t, addr), &conn.Config{ClientID: "ping", ConnectTimeout: 5 * time.Second})
-			if err != nil {
-				t.Fatal(err)
-			}
-			events := make(chan conn.Event, 16)
-			quit := make(chan struct{})
-			defer close(quit)
-			c.Start(events, quit)
+			c, events := started(t, addr, &conn.Config{ClientID: "ping", ConnectTimeout: 5 * time.Second})
 			for range 2 {
 				c.Ping()
 				if ev := next(t, events); !ev.Alive {
