@@ -84,7 +84,7 @@ type Engine struct {
 	moveBuf   []*Request
 	tokens    float64 // the rate limit's bucket, as of tokensAt
 	tokensAt  time.Time
-	losses    uint64 // connections lost so far: the clock of lane.heardSince
+	losses    uint64 // connections lost so far: the clock of lane.heard and Request.lostAt
 }
 
 // New returns an engine; Run starts it.

@@ -67,7 +67,7 @@ type Request struct {
 	state    state
 	id       uint16    // packet identifier while batched or sent
 	deaths   int       // connections lost in a row while it was in flight on them
-	lostAt   uint64    // Engine.losses after its last loss (see lane.heardSince)
+	lostAt   uint64    // Engine.losses after its last loss (see lane.heard)
 	seq      uint64    // admission order, to resend in order
 	deadline time.Time // the context's deadline, or admission plus the publish timeout
 	dlPos    uint64    // position in the deadlines queue; noDeadline when not there
