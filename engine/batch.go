@@ -84,7 +84,7 @@ func (l *lane) encode() {
 			// to the message. It waits for a sign of life (acks, or the PINGRESP asked
 			// for here), or for cur's end, which moves it on uncharged.
 			if !l.pinged {
-				l.pinged = true
+				l.pinged, l.pingedAt = true, e.now
 				l.cur.Ping()
 			}
 			return

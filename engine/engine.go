@@ -333,6 +333,9 @@ func (e *Engine) arm() {
 		if l.heldAwaited > 0 && !l.windowShut {
 			earlier(l.heldAwaitedSince.Add(windowPatience))
 		}
+		if l.pinged && !l.windowShut {
+			earlier(l.pingedAt.Add(windowPatience))
+		}
 		if next, limited := l.nextToken(); limited {
 			earlier(next)
 		}
@@ -392,7 +395,7 @@ func (e *Engine) handle(ev conn.Event) {
 		case ev.Alive:
 			l.heard, l.pinged = e.losses, false
 		case ev.AcksReady:
-			l.heard = e.losses
+			l.heard, l.pinged = e.losses, false // a sign of life too
 			e.ackBuf = ev.Conn.TakeAcks(e.ackBuf)
 			l.acks(e.ackBuf)
 			clear(e.ackBuf) // drop reason strings

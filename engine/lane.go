@@ -44,8 +44,9 @@ type lane struct {
 	everUp           bool // it had a connection before
 	// heard is Engine.losses when cur last showed it reaches its server (it came up, acks
 	// or a PINGRESP came); pinged: a PINGREQ is out for a suspect waiting on that.
-	heard  uint64
-	pinged bool
+	heard    uint64
+	pinged   bool
+	pingedAt time.Time
 }
 
 // heldSlot is what the in-flight table keeps of a request that timed out unanswered: its
@@ -263,6 +264,16 @@ func (l *lane) windowHeld() bool {
 // held, also while no request waited (callers whose contexts are shorter than the
 // patience would otherwise never see it run out).
 func (l *lane) checkWindow() {
+	if l.pinged && !l.windowShut && l.e.now.Sub(l.pingedAt) >= windowPatience {
+		// Messages lost on another connection wait for this one to show it still reaches
+		// its server, and it has not answered for a second: it may have failed with the
+		// other, and a live connection may be waiting to take them.
+		l.windowShut = true
+		err := fmt.Errorf("%w: no PINGRESP within %v while resent messages waited", conn.ErrKeepAlive, windowPatience)
+		l.e.log.Warn("mdclient: reconnecting", "server", l.server, "reason", err)
+		l.cur.Close(err)
+		return
+	}
 	if l.heldAwaited > 0 && !l.windowShut && l.e.now.Sub(l.heldAwaitedSince) >= windowPatience {
 		// A home lane waits for these to be answered before it sends their subjects
 		// again, and a server that leaves them unanswered may never answer.

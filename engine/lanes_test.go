@@ -402,3 +402,47 @@ func TestSuspectGoesOutOnALiveSibling(t *testing.T) {
 		r.close(time.Second)
 	})
 }
+
+// TestSuspectLeavesASilentSibling: a message lost on lane 0 moves to lane 1, whose server
+// has gone silent without the client knowing; lane 1 does not answer the PINGREQ, and
+// after windowPatience its connection is closed, so that the message moves on to lane 2,
+// which is alive (found by the seventh outside tester: messages waited on a frozen
+// sibling until keep-alive or their context ended, while a live connection was there).
+func TestSuspectLeavesASilentSibling(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, Config{Lanes: 3})
+		silent := func() *mqttpeer.Peer {
+			return &mqttpeer.Peer{Connack: mqttpeer.Connack(100), Answer: func(mqttpeer.Received) mqttpeer.Answer { return mqttpeer.Answer{Drop: true} }}
+		}
+		cn := r.connectLane(silent(), 0)
+		frozen := silent()
+		r.connectLane(frozen, 1)
+		alive := &mqttpeer.Peer{Connack: mqttpeer.Connack(100)}
+		r.connectLane(alive, 2)
+		synctest.Wait()
+		q := r.publish(context.Background(), subjectFor(r.e, 0, "a"), "m")
+		synctest.Wait()
+		frozen.Deaf.Store(true)
+		start := time.Now()
+		cn.Abort(errors.New("cut"))
+		synctest.Wait()
+		time.Sleep(windowPatience + time.Millisecond)
+		synctest.Wait()
+		if r.pending(q) {
+			t.Fatalf("still waiting after %v", time.Since(start))
+		}
+		if o := r.outcome(q); o.Fact != Acked || !o.Resent {
+			t.Fatalf("%+v after %v, want Acked on the live lane", o, time.Since(start))
+		}
+		if got := frozen.Payloads(); len(got) != 0 {
+			t.Errorf("the silent lane was handed %q", got)
+		}
+		if got := alive.Payloads(); !slices.Equal(got, []string{"m"}) {
+			t.Errorf("the live lane read %q", got)
+		}
+		if st := r.e.Stats(); st.Connections != 3 || len(st.Servers) != 1 {
+			t.Errorf("stats %+v: want the silent lane's connection closed", st)
+		}
+		r.close(time.Second)
+	})
+}
