@@ -21,9 +21,11 @@ import (
 // the client refuses the request after the hook ran (a full queue, a client closing). It
 // must not block: it runs on the client's engine goroutine, so while it blocks nothing is
 // written or acknowledged for any request, and Close waits for it — so it must not call
-// Close either, which would wait for it for ever. It may publish again (a retry): that
-// call does not wait, also while Close runs. Hand slow work (exporting, say) to a
-// goroutine or a batching processor of your own.
+// Close either, which would wait for it for ever. It may publish again (a retry), and
+// while Close runs that call does not wait for Close; but with WithMaxQueued requests
+// already queued it waits for room like any call, holding up the engine until its
+// context ends — give it a short one, or publish from a goroutine. Hand slow work
+// (exporting, say) to a goroutine or a batching processor of your own.
 //
 // A hook or done function that panics is a bug of its author: the client recovers, logs
 // the panic with its stack at level Error, and goes on; a request whose hook panicked gets

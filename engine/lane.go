@@ -31,7 +31,7 @@ type lane struct {
 	aliases    map[string]uint16
 	needProbe  bool     // the next connection starts with one message alone (see lost)
 	probe      *Request // that message, while it is out; nothing else is sent meanwhile
-	windowShut bool     // cur is being closed for ErrWindowHeld
+	windowShut bool     // cur is being closed: ErrWindowHeld, or a PINGREQ left unanswered
 	heldSince  time.Time
 	// awaited counts the requests of this lane's subjects still batched or sent on the
 	// lane that served them while this one was down: until they have their outcome, this
